@@ -1,0 +1,5 @@
+"""``python -m pipguard``: the same as the ``pipguard`` command."""
+
+from pipguard.cli import main
+
+raise SystemExit(main())

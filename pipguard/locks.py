@@ -1,0 +1,142 @@
+"""Advisory locks with visible holders and waiters, and a timeout that never fails an install.
+
+The lock itself is a ``filelock.FileLock`` (``flock`` on POSIX; the kernel drops it when its holder dies,
+so a waiter takes over within one poll). The lock file is never deleted. Beside it, records.py keeps who
+holds and who waits. A wait that runs past ``PIPGUARD_LOCK_TIMEOUT`` ends with a warning naming the
+holder, and the caller goes on without the lock (a duplicate build, never a failed install).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from pipguard import records
+from pipguard.display import Progress, describe_holder, warn
+from pipguard.records import Participant, Record
+
+POLL_SECONDS = 0.05
+REFRESH_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a lock protects, as records and displays name it."""
+
+    kind: str  # "build" or "environment"
+    key: str
+    name: str
+    version: str
+    source: str  # redacted
+
+    @property
+    def what(self) -> str:
+        if self.kind == "environment":
+            return f"the environment {self.name}"
+        label = f"{self.name} {self.version}".strip()
+        if label and self.source:
+            return f"{label} ({self.source})"
+        return label or self.source
+
+
+@dataclass
+class Holding:
+    """The outcome of taking a lock: held or timed out, how long it took, who held it before."""
+
+    locked: bool
+    waited: float
+    previous_holder: Participant | None
+    record: Record | None
+    directory: Path
+    subject: Subject
+    progress: Progress | None
+
+    def end_wait(self, outcome: str) -> None:
+        """The line that closes a wait: how long, and what came of it (the holder's wheel reused or not)."""
+        if self.progress is not None:
+            self.progress.close(f"waited {self.waited:.1f}s for {self.subject.what}; {outcome}")
+            self.progress = None
+
+    def phase(self, phase: str) -> None:
+        if self.record is not None:
+            self.record.update(phase=phase)
+
+    def waiters(self) -> list[Participant]:
+        return [p for p in records.read(self.directory) if p.role == "waiter"]
+
+
+def _participant(role: str, subject: Subject, phase: str) -> Participant:
+    return records.this_process(role, subject.kind, subject.key, subject.name, subject.version, subject.source, phase)
+
+
+@contextlib.contextmanager
+def hold(lock_path: Path, record_dir: Path, subject: Subject, timeout: float, phase: str) -> Iterator[Holding]:
+    """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out."""
+    lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
+    waited = 0.0
+    previous: Participant | None = None
+    progress: Progress | None = None
+    try:
+        lock.acquire(blocking=False)
+        locked = True
+    except Timeout:
+        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout)
+    record = None
+    try:
+        if locked:
+            record = Record(record_dir, _participant("holder", subject, phase))
+        holding = Holding(locked, waited, previous, record, record_dir, subject, progress)
+        yield holding
+        holding.end_wait("done")
+    finally:
+        if progress is not None:
+            progress.pause()
+        if record is not None:
+            record.remove()
+        if locked:
+            lock.release()
+
+
+def _wait(
+    lock: FileLock, record_dir: Path, subject: Subject, timeout: float
+) -> tuple[bool, float, Participant | None, Progress | None]:
+    waiter = Record(record_dir, _participant("waiter", subject, "waiting"))
+    progress = Progress(subject.what, waiting=True)
+    started = time.monotonic()
+    last_refresh = 0.0
+    holder: Participant | None = None
+
+    def refresh() -> bool:
+        nonlocal last_refresh, holder
+        now = time.monotonic()
+        if now - last_refresh >= REFRESH_SECONDS:
+            last_refresh = now
+            everyone = records.read(record_dir)
+            holder = next((p for p in everyone if p.role == "holder"), holder)
+            others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
+            progress.tick(holder, others)
+        return False
+
+    refresh()
+    try:
+        lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS, cancel_check=refresh)
+        locked = True
+    except Timeout:
+        locked = False
+    finally:
+        waiter.remove()
+    waited = time.monotonic() - started
+    if locked:
+        progress.pause()
+        return True, waited, holder, progress
+    progress.pause()
+    warn(
+        f"timed out after {waited:.0f}s waiting for {subject.what}, held by {describe_holder(holder)}; "
+        "going on without the lock (PIPGUARD_LOCK_TIMEOUT)"
+    )
+    return False, waited, holder, None

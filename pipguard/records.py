@@ -1,0 +1,201 @@
+"""Who holds a lock and who waits for it: one small JSON file per participant, beside the lock.
+
+A lock file says nothing about its holder, so each participant publishes a record and keeps it
+``flock``-ed for as long as it lives. Publishing is *write a temp file, lock it, rename it into place*,
+so a record is never visible unlocked while its owner lives. Every version of a record has a name of its
+own (never reused), so a reader that manages to lock a record knows its owner is dead and may delete it
+without any risk of deleting a newer, live one. POSIX only (``fcntl.flock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipguard.redact import command_line
+
+_TEMP_PREFIX = ".tmp-"
+_STALE_TEMP_SECONDS = 60.0
+_sequence = itertools.count()
+
+
+@dataclass(frozen=True)
+class Participant:
+    role: str  # "holder" or "waiter"
+    kind: str  # "build" or "environment"
+    key: str
+    name: str
+    version: str
+    source: str
+    pid: int
+    host: str
+    command: str
+    since: str  # ISO-8601
+    phase: str  # holder: downloading, building, publishing, installing; waiter: waiting
+
+    def public(self) -> dict[str, Any]:
+        """The fields ``guard status --json`` shows for a holder or a waiter."""
+        shown = {"pid": self.pid, "host": self.host, "command": self.command, "since": self.since}
+        if self.role == "holder":
+            shown["phase"] = self.phase
+        return shown
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def this_process(role: str, kind: str, key: str, name: str, version: str, source: str, phase: str) -> Participant:
+    return Participant(
+        role=role,
+        kind=kind,
+        key=key,
+        name=name,
+        version=version,
+        source=source,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        command=command_line(_own_argv()),
+        since=now_iso(),
+        phase=phase,
+    )
+
+
+def _own_argv() -> list[str]:
+    """What the user typed, as far as this process knows it (``pipguard`` rather than a runner path)."""
+    argv = os.environ.get("PIPGUARD_ARGV")
+    if argv:
+        with contextlib.suppress(ValueError):
+            loaded = json.loads(argv)
+            if isinstance(loaded, list):
+                return [str(word) for word in loaded]
+    return ["pipguard", *sys.argv[1:]]
+
+
+class Record:
+    """This process's live record in one directory; locked until :meth:`remove` or death."""
+
+    def __init__(self, directory: Path, participant: Participant) -> None:
+        self.directory = directory
+        self.participant = participant
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._publish()
+
+    def _publish(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        p = self.participant
+        name = f"{p.role}-{p.host}-{p.pid}-{next(_sequence)}-{uuid.uuid4().hex[:8]}.json"
+        temp = self.directory / f"{_TEMP_PREFIX}{name}"
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, json.dumps(asdict(p)).encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(temp, self.directory / name)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        previous_fd, previous_path = self._fd, self._path
+        self._fd, self._path = fd, self.directory / name
+        if previous_fd is not None and previous_path is not None:
+            _unlink_and_close(previous_path, previous_fd)
+
+    def update(self, **changes: str) -> None:
+        """Publish a new version (a phase change), then drop the old one."""
+        self.participant = replace(self.participant, **changes)
+        self._publish()
+
+    def remove(self) -> None:
+        if self._fd is not None and self._path is not None:
+            _unlink_and_close(self._path, self._fd)
+        self._fd = self._path = None
+
+
+def _unlink_and_close(path: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)
+
+
+def read(directory: Path) -> list[Participant]:
+    """The live participants in ``directory``; records of dead owners are removed on the way."""
+    found: dict[tuple[str, str, int], tuple[int, Participant]] = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in names:
+        path = directory / name
+        if name.startswith(_TEMP_PREFIX):
+            _remove_stale_temp(path)
+            continue
+        if not name.endswith(".json"):
+            continue
+        participant = _read_live(path)
+        if participant is None:
+            continue
+        sequence = _sequence_of(name)
+        ident = (participant.role, participant.host, participant.pid)
+        if ident not in found or found[ident][0] < sequence:
+            found[ident] = (sequence, participant)
+    return sorted((p for _, p in found.values()), key=lambda p: (p.role != "holder", p.since, p.pid))
+
+
+def _sequence_of(name: str) -> int:
+    parts = name.rsplit("-", 2)
+    try:
+        return int(parts[-2])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _read_live(path: Path) -> Participant | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            data = os.read(fd, 1 << 16)
+            try:
+                return Participant(**json.loads(data))
+            except (ValueError, TypeError):
+                return None
+        # Lockable: its owner is gone. The name is never reused, so it is this dead record we remove.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temp(path: Path) -> None:
+    """A temp record older than a minute and unlocked belongs to a process that died publishing."""
+    try:
+        if time.time() - path.lstat().st_mtime < _STALE_TEMP_SECONDS:
+            return
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,279 @@
+"""The wheel cache on disk: a versioned, append-only layout of immutable, verified entries.
+
+Layout under the cache root::
+
+    v1/wheels/<k[:2]>/<key>/<wheel>.whl      the wheel, never rewritten
+    v1/wheels/<k[:2]>/<key>/manifest.json    its sha256 and where it came from (no credentials)
+    v1/locks/<key>.lock                      build and environment locks, never deleted
+    v1/records/<key>/*.json                  who holds and who waits (records.py)
+    v1/tmp/                                  builds in progress, on the same filesystem
+
+An entry is built in ``tmp/``, verified, and renamed into place whole, so readers see either nothing or
+a complete entry. Every read checks the wheel's sha256 against the manifest; a damaged entry is moved
+aside and rebuilt. A process keeps a shared lock on each entry it hands to pip until it exits, and
+removal takes an exclusive one, so nothing in use is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipguard.keys import file_sha256
+
+LAYOUT_DIR = "v1"
+MANIFEST = "manifest.json"
+
+
+class CacheError(Exception):
+    """The cache cannot be used; pip goes on without it."""
+
+
+class UntrustedCache(CacheError):
+    """Other users can write to the cache: its wheels could be anyone's."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    directory: Path
+    wheel: Path
+    manifest: dict[str, Any]
+
+
+def _private_mkdir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.base = root / LAYOUT_DIR
+        self.wheels = self.base / "wheels"
+        self.locks = self.base / "locks"
+        self.records = self.base / "records"
+        self.tmp = self.base / "tmp"
+        self._pins: list[int] = []
+
+    def prepare(self, trust_shared: bool) -> None:
+        """Create the layout (private to this user) and refuse a cache others can write to."""
+        try:
+            _private_mkdir(self.root)
+            for directory in (self.base, self.wheels, self.locks, self.records, self.tmp):
+                _private_mkdir(directory)
+        except OSError as exc:
+            raise CacheError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
+        if trust_shared:
+            return
+        for directory in (self.root, self.base, self.wheels):
+            info = directory.lstat()
+            if stat.S_ISLNK(info.st_mode) and directory != self.root:
+                raise UntrustedCache(f"{directory} is a symlink")
+            info = directory.stat()
+            if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UntrustedCache(
+                    f"{directory} can be written by other users; set PIPGUARD_TRUST_SHARED_CACHE=1 to use it anyway"
+                )
+        if not os.access(self.base, os.W_OK):
+            raise CacheError(f"{self.base} is not writable")
+
+    def entry_dir(self, key: str) -> Path:
+        return self.wheels / key[:2] / key
+
+    def lock_path(self, key: str) -> Path:
+        return self.locks / f"{key}.lock"
+
+    def record_dir(self, key: str) -> Path:
+        return self.records / key
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> Entry | None:
+        """The verified entry for ``key``, or None; a damaged entry is set aside on the way."""
+        directory = self.entry_dir(key)
+        try:
+            entry = self._read(key, directory)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._set_aside(directory, f"{type(exc).__name__}: {exc}")
+            return None
+        self._pin(entry)
+        return entry
+
+    def _read(self, key: str, directory: Path) -> Entry:
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise ValueError("entry is not a directory")
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        wheel_name = manifest["wheel"]
+        if not isinstance(wheel_name, str) or "/" in wheel_name or not wheel_name.endswith(".whl"):
+            raise ValueError(f"bad wheel name {wheel_name!r}")
+        wheel = directory / wheel_name
+        wheel_info = wheel.lstat()
+        if not stat.S_ISREG(wheel_info.st_mode):
+            raise ValueError("wheel is not a regular file")
+        if wheel_info.st_size != manifest["size"] or file_sha256(wheel) != manifest["sha256"]:
+            raise ValueError("wheel does not match its manifest")
+        if manifest.get("key") != key:
+            raise ValueError("manifest belongs to another key")
+        return Entry(key=key, directory=directory, wheel=wheel, manifest=manifest)
+
+    def _pin(self, entry: Entry) -> None:
+        """Hold a shared lock on the entry until exit: removal must wait for this process."""
+        fd = os.open(entry.directory / MANIFEST, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self._pins.append(fd)
+
+    def _set_aside(self, directory: Path, why: str) -> None:
+        """Move a damaged entry out of the way atomically, then delete it."""
+        from pipguard.display import warn
+
+        warn(f"cache entry {directory.name[:12]} is damaged ({why}); rebuilding it")
+        aside = Path(tempfile.mkdtemp(prefix="damaged-", dir=self.tmp))
+        try:
+            os.rename(directory, aside / "entry")
+        except OSError:
+            pass
+        shutil.rmtree(aside, ignore_errors=True)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def new_build_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="build-", dir=self.tmp))
+
+    def publish(self, key: str, wheel: Path, source: dict[str, Any]) -> Entry:
+        """Move a verified wheel into place as the entry for ``key`` (or return the one already there)."""
+        check_wheel(wheel)
+        staging = Path(tempfile.mkdtemp(prefix="publish-", dir=self.tmp))
+        try:
+            staged = staging / wheel.name
+            shutil.move(wheel, staged)
+            manifest = {
+                "layout": 1,
+                "key": key,
+                "wheel": wheel.name,
+                "sha256": file_sha256(staged),
+                "size": staged.stat().st_size,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "source": source,
+            }
+            _write_synced(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            _fsync_path(staged)
+            target = self.entry_dir(key)
+            _private_mkdir(target.parent)
+            try:
+                os.rename(staging, target)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        entry = self.lookup(key)
+        if entry is None:
+            raise CacheError(f"entry {key[:12]} vanished right after publishing")
+        return entry
+
+    # --- maintenance (guard cache) ---------------------------------------------------------------
+
+    def entries(self) -> list[Entry]:
+        """Every readable entry, unverified (listing must not hash every wheel)."""
+        found = []
+        if not self.wheels.is_dir():
+            return found
+        for shard in sorted(self.wheels.iterdir()):
+            if not shard.is_dir() or shard.is_symlink():
+                continue
+            for directory in sorted(shard.iterdir()):
+                try:
+                    manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+                    found.append(Entry(directory.name, directory, directory / manifest["wheel"], manifest))
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return found
+
+    def remove(self, entry: Entry) -> bool:
+        """Remove an entry unless a live process uses it; True if removed."""
+        try:
+            fd = os.open(entry.directory / MANIFEST, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            aside = Path(tempfile.mkdtemp(prefix="removed-", dir=self.tmp))
+            os.rename(entry.directory, aside / "entry")
+        finally:
+            os.close(fd)
+        shutil.rmtree(aside, ignore_errors=True)
+        return True
+
+    def clean_tmp(self, older_than: float = 3600.0) -> None:
+        """Remove leftovers of builds whose process died (kept locked by live builders)."""
+        if not self.tmp.is_dir():
+            return
+        now = time.time()
+        for child in self.tmp.iterdir():
+            try:
+                if now - child.lstat().st_mtime < older_than:
+                    continue
+                with contextlib.suppress(OSError):
+                    if in_use(child):
+                        continue
+                shutil.rmtree(child, ignore_errors=True)
+            except OSError:
+                continue
+
+
+def in_use(build_dir: Path) -> bool:
+    """A builder keeps ``<dir>/.owner`` locked while it lives."""
+    owner = build_dir / ".owner"
+    if not owner.exists():
+        return False
+    fd = os.open(owner, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def check_wheel(wheel: Path) -> None:
+    """A published wheel is a complete zip with a dist-info: refuse anything else."""
+    with zipfile.ZipFile(wheel) as archive:
+        bad = archive.testzip()
+        if bad is not None:
+            raise CacheError(f"{wheel.name}: corrupt member {bad}")
+        if not any(name.endswith(".dist-info/RECORD") for name in archive.namelist()):
+            raise CacheError(f"{wheel.name}: no dist-info RECORD")
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
