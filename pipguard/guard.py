@@ -157,23 +157,33 @@ class CacheGuard:
         info(f"built {wheel.name} in {time.monotonic() - started:.1f}s{waited}")
         return wheel
 
-    # --- environments ----------------------------------------------------------------------------
+    # --- plain locks: environments, editable trees -------------------------------------------------
+
+    def environment_lock(self, scope: str) -> contextlib.AbstractContextManager[object]:
+        """Installs into one environment run one at a time."""
+        key = keys.environment_lock_key(scope)
+        return self._plain_lock(locks.Subject("environment", key, scope, "", ""), "installing", "installing now")
+
+    def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
+        """Builds in one source tree run one at a time (an editable's metadata and build)."""
+        key = keys.tree_lock_key(Path(tree))
+        return self._plain_lock(locks.Subject("build", key, name, "", tree), "building", "building it here")
 
     @contextlib.contextmanager
-    def environment_lock(self, scope: str) -> Iterator[object]:
-        """Installs into one environment run one at a time; without a usable cache, no lock at all."""
+    def _plain_lock(self, subject: locks.Subject, phase: str, outcome: str) -> Iterator[object]:
+        """A lock with records and display but no cache; without a usable cache, no lock at all."""
         if not self._usable():
             yield None
             return
-        key = keys.environment_lock_key(scope)
-        subject = locks.Subject("environment", key, scope, "", "")
         with contextlib.ExitStack() as stack:
             holding = None
             try:
                 holding = stack.enter_context(
-                    locks.hold(self.store.lock_path(key), self.store.record_dir(key), subject, self.timeout, "installing")
+                    locks.hold(
+                        self.store.lock_path(subject.key), self.store.record_dir(subject.key), subject, self.timeout, phase
+                    )
                 )
-                holding.end_wait("installing now")
+                holding.end_wait(outcome)
             except _MACHINERY_ERRORS as exc:
                 self._give_up(exc)
             yield holding

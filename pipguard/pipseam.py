@@ -14,6 +14,8 @@ The seams, all in pip's resolver and install command:
 - ``LinkCandidate.__init__``: only to learn the requirement template (per-requirement
   ``--config-settings``) of the link being looked up.
 - ``InstallCommand.run`` / ``WheelCommand.run``: to learn the parsed options and which command runs.
+- ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable
+  trees build in place, so they are locked by their path (not cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
 """
 
@@ -72,6 +74,9 @@ class Guard(Protocol):
 
     def environment_lock(self, scope: str) -> contextlib.AbstractContextManager[object]:
         """Serialize installs into one environment (``scope`` is its real path)."""
+
+    def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
+        """Serialize builds in one source tree (editables: locked, never cached)."""
 
 
 class SeamUnavailable(Exception):
@@ -150,7 +155,9 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
     from pip._internal.commands import install as install_mod
     from pip._internal.commands.install import InstallCommand
     from pip._internal.commands.uninstall import UninstallCommand
+    from pip._internal import wheel_builder
     from pip._internal.commands.wheel import WheelCommand
+    from pip._internal.operations.prepare import RequirementPreparer
     from pip._internal.resolution.resolvelib import candidates
     from pip._internal.resolution.resolvelib.factory import Factory
 
@@ -161,6 +168,8 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
         (WheelCommand, "run"),
         (UninstallCommand, "run"),
         (install_mod, "install_given_reqs"),
+        (RequirementPreparer, "prepare_editable_requirement"),
+        (wheel_builder, "_build_one"),
     ):
         if not callable(getattr(owner, attr, None)):
             raise SeamUnavailable(f"pip {pip_version()} has no {getattr(owner, '__name__', owner)}.{attr}")
@@ -192,6 +201,25 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
     original_given = install_mod.install_given_reqs
     original_lookup = Factory.get_wheel_cache_entry
     original_candidate_init = candidates.LinkCandidate.__init__
+    original_prepare_editable = RequirementPreparer.prepare_editable_requirement
+    original_build_one = wheel_builder._build_one
+
+    def editable_tree_lock(req: Any) -> contextlib.AbstractContextManager[object]:
+        tree = req.source_dir or (req.link.file_path if req.link and req.link.is_existing_dir() else None)
+        if not req.editable or not tree or getattr(_state, "options", None) is None:
+            return contextlib.nullcontext()
+        return the_guard().tree_lock(tree, req.name or "")
+
+    def prepare_editable_requirement(self: Any, req: Any) -> Any:
+        with editable_tree_lock(req):
+            return original_prepare_editable(self, req)
+
+    def build_one(req: Any, *args: Any, **kwargs: Any) -> Any:
+        with editable_tree_lock(req):
+            return original_build_one(req, *args, **kwargs)
+
+    RequirementPreparer.prepare_editable_requirement = prepare_editable_requirement  # type: ignore[method-assign]
+    wheel_builder._build_one = build_one
 
     InstallCommand.run = wrap_run("install", original_install_run)  # type: ignore[method-assign]
     WheelCommand.run = wrap_run("wheel", original_wheel_run)  # type: ignore[method-assign]
