@@ -1,0 +1,1 @@
+"""Test-support helpers: fixture projects, a local index, clean envs, hook logs."""

@@ -1,0 +1,64 @@
+"""Generate fixture projects built by tests/fixtures/backend/fixture_backend.py.
+
+The generator reuses the backend's own code (package sources, sdist writer),
+so the trees it writes and what the backend builds can never drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+BACKEND_FILE = Path(__file__).resolve().parent.parent / "fixtures" / "backend" / "fixture_backend.py"
+
+PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "fixture_backend"
+backend-path = ["_backend"]
+"""
+
+
+@lru_cache(maxsize=None)
+def backend() -> ModuleType:
+    """The fixture backend, imported from its file (it is not on sys.path)."""
+    spec = importlib.util.spec_from_file_location("_pipguard_fixture_backend", BACKEND_FILE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def normalized(name: str) -> str:
+    """PEP 503 normalized project name."""
+    return backend().normalized(name)
+
+
+def make_project(root: Path, name: str, version: str = "1.0",
+                 dependencies: Sequence[str] = (), modules: int = 1) -> Path:
+    """Write a buildable source tree at root/<name>-<version>/ and return it."""
+    project = Path(root) / f"{name}-{version}"
+    project.mkdir(parents=True, exist_ok=False)
+    meta = {"name": name, "version": version,
+            "dependencies": list(dependencies), "modules": modules}
+    (project / "fixture.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    (project / "_backend").mkdir()
+    shutil.copyfile(BACKEND_FILE, project / "_backend" / "fixture_backend.py")
+    for rel, data in backend().package_files(meta).items():
+        path = project / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return project
+
+
+def make_sdist(project_dir: Path, dist_dir: Path) -> Path:
+    """Build a reproducible sdist of project_dir into dist_dir; equal trees give equal bytes."""
+    dist_dir = Path(dist_dir)
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    return dist_dir / backend().write_sdist(project_dir, dist_dir)

@@ -1,0 +1,85 @@
+"""Source builds through the locked cache: N processes, one build (issue: pipguard core)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Dists, World
+
+
+def test_eight_concurrent_installs_of_one_sdist_build_once(any_pip_world: World, dists: Dists) -> None:
+    w = any_pip_world
+    venvs = [w.venv(f"v{i}") for i in range(8)]
+    results = w.run_parallel(
+        [w.pipguard_cmd("--python", str(v), "install", "--index-url", dists.index.url, "slowpkg") for v in venvs],
+        env={"FIXTURE_BUILD_SECONDS": "2"},
+    )
+    assert [r.returncode for r in results] == [0] * 8, [r.output for r in results if r.returncode]
+    assert w.hooks("build_wheel", "slowpkg") == 1
+    assert w.hooks("prepare_metadata_for_build_wheel", "slowpkg") <= 1
+    for venv in venvs:
+        assert (w.site_packages(venv) / "slowpkg" / "__init__.py").is_file()
+        check = w.run([str(venv / "bin" / "python"), "-c", "import slowpkg; print(slowpkg.VERSION)"])
+        assert check.stdout.strip() == "1.0"
+    waited = [r for r in results if "reusing the wheel" in r.stderr]
+    assert len(waited) + sum("built slowpkg" in r.stderr for r in results) == 8
+
+
+def test_later_installs_reuse_the_wheel_without_building(world: World, dists: Dists) -> None:
+    first, second = world.venv("first"), world.venv("second")
+    assert world.pipguard("--python", str(first), "install", "--index-url", dists.index.url, "alpha").returncode == 0
+    again = world.pipguard("--python", str(second), "install", "--index-url", dists.index.url, "alpha")
+    assert again.returncode == 0, again.output
+    assert world.hooks("build_wheel", "alpha") == 1
+    assert "Using cached alpha-1.0-py3-none-any.whl" in again.stdout
+
+
+def test_transitive_sdist_of_a_wheel_goes_through_the_cache(world: World, dists: Dists) -> None:
+    venvs = [world.venv(f"v{i}") for i in range(3)]
+    results = world.run_parallel(
+        [world.pipguard_cmd("--python", str(v), "install", "--index-url", dists.index.url, "toppkg") for v in venvs]
+    )
+    assert all(r.returncode == 0 for r in results), [r.output for r in results]
+    assert world.hooks("build_wheel", "leafpkg") == 1
+    assert world.hooks("build_wheel", "toppkg") == 0
+    for venv in venvs:
+        assert (world.site_packages(venv) / "leafpkg").is_dir()
+
+
+def test_eight_concurrent_installs_of_one_local_tree(world: World, tree) -> None:  # type: ignore[no-untyped-def]
+    venvs = [world.venv(f"v{i}") for i in range(8)]
+    results = world.run_parallel(
+        [world.pipguard_cmd("--python", str(v), "install", "--no-index", str(tree)) for v in venvs],
+        env={"FIXTURE_BUILD_SECONDS": "1"},
+    )
+    assert [r.returncode for r in results] == [0] * 8, [r.output for r in results if r.returncode]
+    assert world.hooks("build_wheel", "treepkg") == 1
+    # An edit changes the tree's fingerprint: the next install rebuilds.
+    (tree / "treepkg" / "added.py").write_text("X = 1\n")
+    again = world.pipguard("--python", str(venvs[0]), "install", "--no-index", "--force-reinstall", str(tree))
+    assert again.returncode == 0, again.output
+    assert world.hooks("build_wheel", "treepkg") == 2
+    assert (world.site_packages(venvs[0]) / "treepkg" / "added.py").is_file()
+
+
+def test_plain_pip_fails_where_pipguard_succeeds_on_one_tree(world: World, tree) -> None:  # type: ignore[no-untyped-def]
+    """The setuptools#3119 race, reproduced with plain pip, for contrast (in-tree scratch collides)."""
+    venvs = [world.venv(f"v{i}") for i in range(4)]
+    results = world.run_parallel(
+        [world.pip_cmd("--python", str(v), "install", "--no-index", str(tree)) for v in venvs],
+        env={"FIXTURE_BUILD_SECONDS": "1"},
+    )
+    assert any(r.returncode != 0 for r in results)
+    assert world.hooks("build_wheel", "treepkg") + world.hooks("prepare_metadata_for_build_wheel", "treepkg") > 1
+
+
+def test_editable_installs_of_one_tree_are_locked(world: World, tree) -> None:  # type: ignore[no-untyped-def]
+    venvs = [world.venv(f"v{i}") for i in range(4)]
+    results = world.run_parallel(
+        [world.pipguard_cmd("--python", str(v), "install", "--no-index", "-e", str(tree)) for v in venvs],
+        env={"FIXTURE_BUILD_SECONDS": "1"},
+    )
+    assert [r.returncode for r in results] == [0] * 4, [r.output for r in results if r.returncode]
+    for venv in venvs:
+        direct = next(world.site_packages(venv).glob("treepkg-1.0.dist-info")) / "direct_url.json"
+        assert json.loads(direct.read_text())["dir_info"] == {"editable": True}
