@@ -450,20 +450,24 @@ def _verbosity(options: Values) -> int:
 
 
 def _cache_entry(link: Any, wheel: Path, sha256: str | None, persistent: bool) -> Any:
-    """A pip cache entry for ``wheel`` whose origin is this process's own link (not a shared file)."""
+    """A pip cache entry for ``wheel`` whose origin is this process's own link (not a shared file).
+
+    The origin records the sdist's sha256 as plain pip does after downloading it, which is also what
+    pip checks ``--require-hashes`` against when it uses a cached wheel.
+    """
     from pip._internal.cache import CacheEntry
-    from pip._internal.models.direct_url import ArchiveInfo, DirectUrl
     from pip._internal.models.link import Link
     from pip._internal.utils.direct_url_helpers import direct_url_from_link
     from pip._internal.utils.urls import path_to_url
 
+    origin_link = link
+    if sha256 and not link.is_vcs and not link.is_existing_dir() and link.hash_name is None:
+        fragment = f"#sha256={sha256}"
+        if link.subdirectory_fragment:
+            fragment += f"&subdirectory={link.subdirectory_fragment}"
+        origin_link = Link(link.url_without_fragment + fragment)
     entry = CacheEntry(Link(path_to_url(str(wheel))), persistent=persistent)
-    origin = direct_url_from_link(link, link_is_in_wheel_cache=True)
-    if origin.archive_info is not None and sha256:
-        hashes = dict(origin.archive_info.hashes or {})
-        hashes.setdefault("sha256", sha256)
-        origin = DirectUrl(url=origin.url, archive_info=ArchiveInfo(hashes=hashes), subdirectory=origin.subdirectory)
-    entry.origin = origin
+    entry.origin = direct_url_from_link(origin_link, link_is_in_wheel_cache=True)
     return entry
 
 
