@@ -1,0 +1,146 @@
+"""Benchmark pipguard against plain pip, side by side in one run (see bin/bench).
+
+Scenarios:
+- cold: the uv #3525 test plan. N fresh venvs, N concurrent installs of one CPU-bound sdist from an HTTP
+  index on 127.0.0.1, cold caches (pip's and pipguard's). Builds, wall and CPU seconds.
+- warm reinstall: ``install --force-reinstall`` of the same package with warm caches (median of R).
+- forwarded ``list`` (median of R).
+
+CPU seconds are those of all child processes (pip, builds, backends), from getrusage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.envs import clean_env, make_venv  # noqa: E402
+from support.hooklog import count  # noqa: E402
+from support.index import IndexServer  # noqa: E402
+from support.projects import make_project, make_sdist  # noqa: E402
+
+PACKAGE = "cpupkg"
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float
+    builds: int
+    failures: int
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Tool:
+    """plain pip or pipguard, each with its own fresh caches."""
+
+    def __init__(self, name: str, argv0: Sequence[str], root: Path, index_url: str, cpu_seconds: float) -> None:
+        self.name = name
+        self.argv0 = list(argv0)
+        self.root = root
+        self.index_url = index_url
+        self.hook_log = root / "hooks.jsonl"
+        root.mkdir(parents=True)
+        self.env = clean_env(
+            PIP_CACHE_DIR=str(root / "pip-cache"),
+            PIPGUARD_CACHE_DIR=str(root / "pipguard-cache"),
+            FIXTURE_HOOK_LOG=str(self.hook_log),
+            FIXTURE_BUILD_CPU_SECONDS=str(cpu_seconds),
+            PIPGUARD_PROGRESS="off",
+        )
+
+    def command(self, venv: Path, *args: str) -> list[str]:
+        return [*self.argv0, "--python", str(venv), *args]
+
+    def install(self, venv: Path, *extra: str) -> list[str]:
+        return self.command(venv, "install", "--index-url", self.index_url, *extra, PACKAGE)
+
+    def run_all(self, commands: list[list[str]]) -> Measure:
+        builds_before = count(self.hook_log, "build_wheel", PACKAGE)
+        cpu_before = _children_cpu()
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(c, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for c in commands
+        ]
+        failures = 0
+        for proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                failures += 1
+                sys.stderr.write(f"{self.name} failed ({proc.returncode}):\n{err.decode(errors='replace')[-2000:]}\n")
+        wall = time.perf_counter() - started
+        return Measure(wall, _children_cpu() - cpu_before, count(self.hook_log, "build_wheel", PACKAGE) - builds_before, failures)
+
+    def median(self, command: list[str], repeat: int) -> float:
+        return statistics.median(self.run_all([command]).wall for _ in range(repeat))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=8, help="concurrent installs (default 8)")
+    parser.add_argument("--cpu-seconds", type=float, default=8.0, help="CPU seconds one build burns (default 8)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each warm scenario (default 5)")
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="pipguard-bench-") as tmp:
+        root = Path(tmp)
+        make_sdist(make_project(root / "src", PACKAGE, "1.0", modules=20), root / "dists")
+        with IndexServer(root / "dists") as index:
+            tools = [
+                Tool("plain pip", [sys.executable, "-m", "pip"], root / "pip", index.url, options.cpu_seconds),
+                Tool("pipguard", [sys.executable, "-m", "pipguard"], root / "pipguard", index.url, options.cpu_seconds),
+            ]
+            rows: list[tuple[str, str, str, str]] = []
+            cold: dict[str, Measure] = {}
+            for tool in tools:
+                venvs = [tool.root / f"v{i}" for i in range(options.n)]
+                for venv in venvs:
+                    make_venv(venv)
+                cold[tool.name] = tool.run_all([tool.install(v) for v in venvs])
+            plain, guard = cold["plain pip"], cold["pipguard"]
+            label = f"cold, {options.n} concurrent installs"
+            rows.append((f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}"))
+            rows.append((f"{label}: wall s", f"{plain.wall:.1f}", f"{guard.wall:.1f}", f"{guard.wall / plain.wall:.2f}"))
+            rows.append((f"{label}: CPU s", f"{plain.cpu:.1f}", f"{guard.cpu:.1f}", f"{guard.cpu / plain.cpu:.2f}"))
+            rows.append(("cold: failed installs", str(plain.failures), str(guard.failures), ""))
+
+            warm = {}
+            listing = {}
+            for _ in range(options.repeat):  # interleaved, so both see the same machine load
+                for tool in tools:
+                    venv = tool.root / "v0"
+                    warm.setdefault(tool.name, []).append(tool.run_all([tool.install(venv, "--force-reinstall", "--no-deps")]).wall)
+                    listing.setdefault(tool.name, []).append(tool.run_all([tool.command(venv, "list")]).wall)
+            for title, data in (("warm reinstall: wall s (median)", warm), ("forwarded list: wall s (median)", listing)):
+                p, g = statistics.median(data["plain pip"]), statistics.median(data["pipguard"])
+                rows.append((title, f"{p:.2f}", f"{g:.2f}", f"{g / p:.2f}"))
+
+    import pip
+
+    print(f"pipguard bench: pip {pip.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"N={options.n}, build = {options.cpu_seconds:g} CPU s, repeat={options.repeat}")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'scenario':<{width}}  {'plain pip':>10}  {'pipguard':>10}  {'ratio':>6}")
+    for name, p, g, ratio in rows:
+        print(f"{name:<{width}}  {p:>10}  {g:>10}  {ratio:>6}")
+    return 1 if guard.failures or plain.failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
