@@ -30,8 +30,10 @@ class CacheGuard:
     def __init__(self) -> None:
         self.store = Store(settings.cache_root())
         self.timeout, complaint = settings.lock_timeout()
-        if complaint:
-            warn(complaint)
+        _progress, progress_complaint = settings.progress_override()
+        for message in (complaint, progress_complaint):
+            if message:
+                warn(message)
         self._ready: bool | None = None
 
     # --- availability ----------------------------------------------------------------------------

@@ -108,15 +108,18 @@ class Store:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._set_aside(directory, f"{type(exc).__name__}: {exc}")
+            # A shard that is not a real directory is set aside whole: nothing is followed out of the cache.
+            shard = directory.parent
+            bad = shard if shard.is_symlink() or not shard.is_dir() else directory
+            self._set_aside(bad, f"{type(exc).__name__}: {exc}")
             return None
         self._pin(entry)
         return entry
 
     def _read(self, key: str, directory: Path) -> Entry:
-        info = directory.lstat()
-        if not stat.S_ISDIR(info.st_mode):
-            raise ValueError("entry is not a directory")
+        for part in (directory.parent, directory):
+            if not stat.S_ISDIR(part.lstat().st_mode):
+                raise ValueError(f"{part.name} is not a directory (symlinks are not followed out of the cache)")
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
         wheel_name = manifest["wheel"]
         if not isinstance(wheel_name, str) or "/" in wheel_name or not wheel_name.endswith(".whl"):
