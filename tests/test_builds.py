@@ -83,3 +83,25 @@ def test_editable_installs_of_one_tree_are_locked(world: World, tree) -> None:  
     for venv in venvs:
         direct = next(world.site_packages(venv).glob("treepkg-1.0.dist-info")) / "direct_url.json"
         assert json.loads(direct.read_text())["dir_info"] == {"editable": True}
+
+
+def test_vcs_requirement_pinned_to_a_commit_builds_once(world: World, tree) -> None:  # type: ignore[no-untyped-def]
+    git = ["git", "-C", str(tree), "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        assert world.run([*git, *args]).returncode == 0
+    commit = world.run([*git, "rev-parse", "HEAD"]).stdout.strip()
+    requirement = f"treepkg @ git+file://{tree}@{commit}"
+    venvs = [world.venv(f"v{i}") for i in range(3)]
+    results = world.run_parallel(
+        [world.pipguard_cmd("--python", str(v), "install", "--no-index", requirement) for v in venvs]
+    )
+    assert [r.returncode for r in results] == [0] * 3, [r.output for r in results]
+    assert world.hooks("build_wheel", "treepkg") == 1
+    plain = world.venv("plain")
+    assert world.pip("--python", str(plain), "install", "--no-index", requirement).returncode == 0
+
+    def direct_url(venv):  # type: ignore[no-untyped-def]
+        return json.loads((world.site_packages(venv) / "treepkg-1.0.dist-info" / "direct_url.json").read_text())
+
+    assert direct_url(venvs[0]) == direct_url(plain)
+    assert direct_url(plain)["vcs_info"]["commit_id"] == commit
