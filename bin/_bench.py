@@ -125,7 +125,8 @@ def main() -> int:
             for _ in range(options.repeat):  # interleaved, so both see the same machine load
                 for tool in tools:
                     venv = tool.root / "v0"
-                    warm.setdefault(tool.name, []).append(tool.run_all([tool.install(venv, "--force-reinstall", "--no-deps")]).wall)
+                    reinstall = tool.install(venv, "--force-reinstall", "--no-deps")
+                    warm.setdefault(tool.name, []).append(tool.run_all([reinstall]).wall)
                     listing.setdefault(tool.name, []).append(tool.run_all([tool.command(venv, "list")]).wall)
             for title, data in (("warm reinstall: wall s (median)", warm), ("forwarded list: wall s (median)", listing)):
                 p, g = statistics.median(data["plain pip"]), statistics.median(data["pipguard"])

@@ -9,8 +9,6 @@ lock its parent holds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipguard import pipseam
+from pipguard.flocks import keep_locked
 
 
 class BuildFailed(Exception):
@@ -26,9 +25,7 @@ class BuildFailed(Exception):
 
 def claim(work: Path) -> int:
     """Lock ``work/.owner`` for this process's lifetime, so cache cleaning leaves the directory alone."""
-    fd = os.open(work / ".owner", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    return keep_locked(work / ".owner")
 
 
 def build(target: str, cli_args: tuple[str, ...], work: Path, verbosity: int, tick: Callable[[], None]) -> Path:

@@ -170,13 +170,13 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
         print(f"Locks held or waited for: {len(snapshot(store)['locks'])}")
         return 0
     if action == "list":
-        chosen = [_describe(e) for e in entries if _matches(e, options.pattern)]
+        described = [_describe(e) for e in entries if _matches(e, options.pattern)]
         if options.json:
-            print(json.dumps(chosen))
-        elif not chosen:
+            print(json.dumps(described))
+        elif not described:
             print("No locally built wheels cached.")
         else:
-            for item in chosen:
+            for item in described:
                 print(f" - {item['wheel']} ({item['size'] / 1e3:.0f} kB, {item['created']}) {item['key'][:12]}")
         return 0
     if action == "remove":

@@ -123,6 +123,7 @@ class CacheGuard:
         if archive is None and source.declared_sha256 is None:
             work = self._new_work_dir()
             archive = _download(source, work)
+        sha256: str | None
         if archive is not None:
             sha256 = keys.file_sha256(archive)
             if source.declared_sha256 and sha256 != source.declared_sha256:

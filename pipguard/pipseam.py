@@ -152,10 +152,10 @@ _state = threading.local()
 
 
 def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_verbosity: Callable[[int], None]) -> None:
+    from pip._internal import wheel_builder
     from pip._internal.commands import install as install_mod
     from pip._internal.commands.install import InstallCommand
     from pip._internal.commands.uninstall import UninstallCommand
-    from pip._internal import wheel_builder
     from pip._internal.commands.wheel import WheelCommand
     from pip._internal.operations.prepare import RequirementPreparer
     from pip._internal.resolution.resolvelib import candidates

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipguard.flocks import try_lock
 from pipguard.redact import command_line
 
 _TEMP_PREFIX = ".tmp-"
@@ -113,9 +114,9 @@ class Record:
         if previous_fd is not None and previous_path is not None:
             _unlink_and_close(previous_path, previous_fd)
 
-    def update(self, **changes: str) -> None:
+    def update(self, phase: str) -> None:
         """Publish a new version (a phase change), then drop the old one."""
-        self.participant = replace(self.participant, **changes)
+        self.participant = replace(self.participant, phase=phase)
         self._publish()
 
     def remove(self) -> None:
@@ -168,12 +169,9 @@ def _read_live(path: Path) -> Participant | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            data = os.read(fd, 1 << 16)
+        if not try_lock(fd):
             try:
-                return Participant(**json.loads(data))
+                return Participant(**json.loads(os.read(fd, 1 << 16)))
             except (ValueError, TypeError):
                 return None
         # Lockable: its owner is gone. The name is never reused, so it is this dead record we remove.
@@ -193,8 +191,8 @@ def _remove_stale_temp(path: Path) -> None:
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        os.unlink(path)
+        if try_lock(fd):
+            os.unlink(path)
     except OSError:
         pass
     finally:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipguard.flocks import keep_locked, try_lock
 from pipguard.keys import file_sha256
 
 LAYOUT_DIR = "v1"
@@ -136,9 +136,7 @@ class Store:
 
     def _pin(self, entry: Entry) -> None:
         """Hold a shared lock on the entry until exit: removal must wait for this process."""
-        fd = os.open(entry.directory / MANIFEST, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        self._pins.append(fd)
+        self._pins.append(keep_locked(entry.directory / MANIFEST, exclusive=False))
 
     def _set_aside(self, directory: Path, why: str) -> None:
         """Move a damaged entry out of the way atomically, then delete it."""
@@ -193,7 +191,7 @@ class Store:
 
     def entries(self) -> list[Entry]:
         """Every readable entry, unverified (listing must not hash every wheel)."""
-        found = []
+        found: list[Entry] = []
         if not self.wheels.is_dir():
             return found
         for shard in sorted(self.wheels.iterdir()):
@@ -214,9 +212,7 @@ class Store:
         except FileNotFoundError:
             return False
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_lock(fd, exclusive=True):
                 return False
             aside = Path(tempfile.mkdtemp(prefix="removed-", dir=self.tmp))
             os.rename(entry.directory, aside / "entry")
@@ -249,10 +245,7 @@ def in_use(build_dir: Path) -> bool:
         return False
     fd = os.open(owner, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        return not try_lock(fd)
     finally:
         os.close(fd)
 
