@@ -1,0 +1,540 @@
+"""Who holds a lock and who waits, as users see it: ``guard status``, plain lines, the live view, records
+of dead processes, the environment lock and ``guard cache`` (issue: pipguard visibility).
+
+Every test holds a build open with the fixture backend's gate (FIXTURE_BUILD_GATE) rather than sleeping,
+and waits on observable conditions (the gate's ``.started.*`` file, ``guard status --json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import fcntl
+import json
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from conftest import Dists, Process, World
+from support.index import IndexServer
+
+T = TypeVar("T")
+WAIT_SECONDS = 90.0
+POLL_SECONDS = 0.1
+TOKEN = "s3cret-token"
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_SECONDS) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(POLL_SECONDS)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
+
+
+class Gate:
+    """The fixture backend's build gate: builds announce themselves and block until it is opened."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"FIXTURE_BUILD_GATE": str(self.path)}
+
+    def started(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.name}.started.*"))
+
+    def wait_started(self, count: int = 1) -> None:
+        wait_for(lambda: len(self.started()) >= count, f"{count} gated build(s) to start at {self.path}")
+
+    def open(self) -> None:
+        self.path.touch()
+
+
+class Cleanup:
+    """Opens gates and kills leftover processes when a test ends, pass or fail (no 120 s gate timeouts)."""
+
+    def __init__(self) -> None:
+        self.gates: list[Gate] = []
+        self.popens: list[subprocess.Popen[bytes]] = []
+        self.callbacks: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        for callback in self.callbacks:
+            callback()
+        for gate in self.gates:
+            gate.open()
+        for popen in self.popens:
+            if popen.poll() is None:
+                popen.kill()
+            popen.wait()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[Cleanup]:
+    done = Cleanup()
+    try:
+        yield done
+    finally:
+        done.close()
+
+
+@pytest.fixture
+def gate(world: World, cleanup: Cleanup) -> Gate:
+    made = Gate(world.root / "gate")
+    cleanup.gates.append(made)
+    return made
+
+
+def start(world: World, cleanup: Cleanup, cmd: Sequence[str], name: str, env: dict[str, str] | None = None) -> Process:
+    process = world.start(cmd, name, env=env)
+    cleanup.popens.append(process.popen)
+    return process
+
+
+def install_cmd(world: World, venv: Path, index_url: str, *extra: str) -> list[str]:
+    return world.pipguard_cmd("--python", str(venv), "install", *extra, "--index-url", index_url, "slowpkg")
+
+
+def status(world: World) -> dict[str, Any]:
+    result = world.pipguard("guard", "status", "--json")
+    assert result.returncode == 0, result.output
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def build_lock(state: dict[str, Any], name: str = "slowpkg") -> dict[str, Any] | None:
+    found = [lock for lock in state["locks"] if lock["kind"] == "build" and lock["name"] == name]
+    assert len(found) <= 1, state
+    return found[0] if found else None
+
+
+def wait_for_lock(world: World, holder: int | None, waiters: int, name: str = "slowpkg") -> dict[str, Any]:
+    """Poll ``guard status --json`` until ``name``'s lock has a holder (``holder`` pid if given) and N waiters."""
+
+    def seen() -> dict[str, Any] | None:
+        lock = build_lock(status(world), name)
+        if lock is None or lock["holder"] is None or len(lock["waiters"]) != waiters:
+            return None
+        if holder is not None and lock["holder"]["pid"] != holder:
+            return None
+        return lock
+
+    return wait_for(seen, f"{name}'s lock held{f' by pid {holder}' if holder else ''} with {waiters} waiter(s)")
+
+
+def assert_iso(value: object) -> None:
+    assert isinstance(value, str), value
+    parsed = datetime.datetime.fromisoformat(value)
+    assert parsed.tzinfo is not None, f"{value} has no UTC offset"
+
+
+def pipguard_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("pipguard:")]
+
+
+def cache_files_containing(root: Path, needle: bytes) -> list[Path]:
+    hits = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(directory) / name
+            try:
+                if needle in path.read_bytes():
+                    hits.append(path)
+            except OSError:
+                continue  # a file that vanished mid-walk (a record replaced, a temp dir cleaned)
+    return hits
+
+
+# --- 1. status JSON ---------------------------------------------------------------------------------
+
+
+def test_status_json_shows_one_holder_and_three_waiters_of_a_slow_build(
+    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+) -> None:
+    """The documented JSON shape, with real pids and redacted commands, while a build is held open."""
+    venvs = [world.venv(f"v{i}") for i in range(4)]
+    procs = [start(world, cleanup, install_cmd(world, v, dists.index.url), f"p{i}", env=gate.env) for i, v in enumerate(venvs)]
+    pids = {p.popen.pid for p in procs}
+    gate.wait_started()
+    wait_for_lock(world, None, 3)
+
+    state = status(world)
+    assert set(state) == {"cache_dir", "locks"}
+    assert state["cache_dir"] == str(world.cache)
+    assert len(state["locks"]) == 1, state
+    lock = state["locks"][0]
+    assert set(lock) == {"key", "kind", "name", "version", "holder", "waiters"}
+    assert isinstance(lock["key"], str) and lock["key"]
+    assert (lock["kind"], lock["name"], lock["version"]) == ("build", "slowpkg", "1.0")
+    holder = lock["holder"]
+    assert set(holder) == {"pid", "host", "command", "since", "phase"}
+    assert holder["phase"] == "building"
+    assert len(lock["waiters"]) == 3
+    for person in [holder, *lock["waiters"]]:
+        assert isinstance(person["pid"], int) and person["pid"] in pids, (person, pids)
+        assert person["host"] == socket.gethostname()
+        assert isinstance(person["command"], str)
+        assert "install" in person["command"] and "slowpkg" in person["command"]
+        assert_iso(person["since"])
+    for waiter in lock["waiters"]:
+        assert set(waiter) == {"pid", "host", "command", "since"}
+    assert len({holder["pid"], *(w["pid"] for w in lock["waiters"])}) == 4
+
+    gate.open()
+    results = [p.wait() for p in procs]
+    assert [r.returncode for r in results] == [0] * 4, [r.output for r in results if r.returncode]
+    assert world.hooks("build_wheel", "slowpkg") == 1
+    assert status(world) == {"cache_dir": str(world.cache), "locks": []}
+
+
+# --- 2. credentials ---------------------------------------------------------------------------------
+
+
+def test_index_credentials_never_show_in_status_output_or_the_cache(
+    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+) -> None:
+    """A token in --index-url stays out of guard status, every process's stderr and every cache file."""
+    needle = TOKEN.encode()
+    with IndexServer(dists.directory, auth=("user", TOKEN)) as index:
+        assert TOKEN in index.auth_url
+        venvs = [world.venv(f"v{i}") for i in range(4)]
+        procs = [start(world, cleanup, install_cmd(world, v, index.auth_url), f"p{i}", env=gate.env) for i, v in enumerate(venvs)]
+        gate.wait_started()
+        lock = wait_for_lock(world, None, 3)
+
+        # While the build is held open.
+        text = world.pipguard("guard", "status")
+        raw_json = world.pipguard("guard", "status", "--json")
+        assert text.returncode == 0 and raw_json.returncode == 0
+        assert "slowpkg" in text.stdout and "slowpkg" in raw_json.stdout
+        assert TOKEN not in text.output
+        assert TOKEN not in raw_json.output
+        assert "****@127.0.0.1" in lock["holder"]["command"], lock  # redacted, not dropped
+        for proc in procs:
+            assert TOKEN not in proc.stderr_so_far()
+        assert cache_files_containing(world.cache, needle) == []
+
+        gate.open()
+        results = [p.wait() for p in procs]
+    assert [r.returncode for r in results] == [0] * 4, [r.output for r in results if r.returncode]
+    assert world.hooks("build_wheel", "slowpkg") == 1
+    # And after.
+    for result in results:
+        assert TOKEN not in result.stderr
+        assert TOKEN not in result.stdout
+    for args in (("guard", "status"), ("guard", "status", "--json"), ("guard", "cache", "list", "--json")):
+        shown = world.pipguard(*args)
+        assert shown.returncode == 0 and TOKEN not in shown.output
+    assert cache_files_containing(world.cache, needle) == []
+
+
+# --- 3 and 4. plain lines ---------------------------------------------------------------------------
+
+
+def test_non_tty_waiter_prints_plain_lines_naming_the_holder(
+    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+) -> None:
+    """A waiter whose stderr is a file says whom it waits for, then whose wheel it reused."""
+    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
+    gate.wait_started()
+    waiter = start(world, cleanup, install_cmd(world, world.venv("waiter"), dists.index.url), "waiter", env=gate.env)
+    pid = holder.popen.pid
+
+    line = wait_for(
+        lambda: next((ln for ln in waiter.stderr_so_far().splitlines() if ln.startswith("pipguard: waiting for")), None),
+        "the waiter's 'pipguard: waiting for' line",
+    )
+    assert f"held by pid {pid} " in line, line
+    assert "slowpkg 1.0" in line
+
+    gate.open()
+    held, waited = holder.wait(), waiter.wait()
+    assert held.returncode == 0, held.output
+    assert waited.returncode == 0, waited.output
+    assert re.search(rf"^pipguard: waited [0-9.]+s for slowpkg 1\.0 .*; reusing the wheel pid {pid} built$", waited.stderr, re.MULTILINE), waited.stderr
+    assert "pipguard: built slowpkg-1.0-py3-none-any.whl" in held.stderr
+    assert world.hooks("build_wheel", "slowpkg") == 1
+
+
+def test_progress_off_and_quiet_waiters_print_no_pipguard_lines(
+    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+) -> None:
+    """PIPGUARD_PROGRESS=off and pip's -q both silence the waiting lines (they did wait: status shows it)."""
+    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
+    gate.wait_started()
+    off = start(
+        world, cleanup, install_cmd(world, world.venv("off"), dists.index.url), "off", env={**gate.env, "PIPGUARD_PROGRESS": "off"}
+    )
+    quiet = start(world, cleanup, install_cmd(world, world.venv("quiet"), dists.index.url, "-q"), "quiet", env=gate.env)
+    lock = wait_for_lock(world, holder.popen.pid, 2)
+    assert {w["pid"] for w in lock["waiters"]} == {off.popen.pid, quiet.popen.pid}
+
+    gate.open()
+    held, silent, quieted = holder.wait(), off.wait(), quiet.wait()
+    assert [held.returncode, silent.returncode, quieted.returncode] == [0, 0, 0], [held.output, silent.output, quieted.output]
+    assert pipguard_lines(silent.stderr) == [], silent.stderr
+    assert pipguard_lines(quieted.stderr) == [], quieted.stderr
+    assert "Successfully installed slowpkg-1.0" in silent.stdout
+    assert (world.site_packages(world.root / "venvs" / "quiet") / "slowpkg" / "__init__.py").is_file()
+    assert world.hooks("build_wheel", "slowpkg") == 1
+
+
+# --- 5. live view -----------------------------------------------------------------------------------
+
+LIVE_BLOCKERS = ("PIPGUARD_PROGRESS", "CI", "BUILD_ID", "BUILD_BUILDID", "PIP_IS_CI", "MAKEFLAGS", "NO_COLOR", "TERM")
+
+
+class PtyReader:
+    """Drains a pty master in a thread (a full pty would block the child) and keeps everything read."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every slave end is closed
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._data.extend(chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            return self._data.decode("utf-8", errors="replace")
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def test_live_view_on_a_terminal_keeps_stdout_clean(world: World, dists: Dists, gate: Gate, cleanup: Cleanup) -> None:
+    """On a TTY stderr the waiter shows a live view naming the holder; pip's stdout (a file) stays plain."""
+    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
+    gate.wait_started()
+    pid = holder.popen.pid
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
+    env = {k: v for k, v in world.env.items() if k not in LIVE_BLOCKERS}
+    env.update(gate.env, TERM="xterm-256color")
+    stdout_path = world.root / "live.out"
+    with open(stdout_path, "wb") as stdout:
+        popen = subprocess.Popen(
+            install_cmd(world, world.venv("live"), dists.index.url),
+            env=env,
+            cwd=world.root,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=slave,
+        )
+    cleanup.popens.append(popen)
+    os.close(slave)
+    reader = PtyReader(master)
+    cleanup.callbacks.append(lambda: os.close(master))
+
+    wait_for(lambda: "waiting" in reader.text() and f"pid {pid}" in reader.text(), f"the live view naming holder pid {pid}")
+    assert "slowpkg 1.0" in reader.text()
+    assert "\x1b[" in reader.text(), "expected a live (escape-sequence) view on the terminal"
+
+    gate.open()
+    assert holder.wait().returncode == 0
+    assert popen.wait(timeout=120) == 0, reader.text()
+    reader.join()
+    out = stdout_path.read_text()
+    assert "Successfully installed slowpkg-1.0" in out
+    assert "\x1b" not in out, out
+    assert "pipguard" not in out, out
+    assert f"reusing the wheel pid {pid} built" in reader.text()
+
+
+# --- 6. dead records --------------------------------------------------------------------------------
+
+
+def record_pids(directory: Path) -> set[int]:
+    pids = set()
+    for path in directory.glob("*.json"):
+        try:
+            pids.add(int(json.loads(path.read_text())["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return pids
+
+
+def test_records_of_killed_processes_are_cleaned_up_and_a_waiter_takes_over(
+    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+) -> None:
+    """kill -9 leaves a record no one holds: readers drop it; a dead holder's lock passes to a waiter."""
+    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
+    gate.wait_started()
+    doomed = start(world, cleanup, install_cmd(world, world.venv("doomed"), dists.index.url), "doomed", env=gate.env)
+    heir = start(world, cleanup, install_cmd(world, world.venv("heir"), dists.index.url), "heir", env=gate.env)
+    lock = wait_for_lock(world, holder.popen.pid, 2)
+    records_dir = world.cache / "v1" / "records" / lock["key"]
+    assert doomed.popen.pid in record_pids(records_dir)
+
+    # A killed waiter: gone from status, and its record file removed.
+    doomed.popen.send_signal(signal.SIGKILL)
+    doomed.popen.wait()
+    after = wait_for_lock(world, holder.popen.pid, 1)
+    assert [w["pid"] for w in after["waiters"]] == [heir.popen.pid]
+    assert doomed.popen.pid not in record_pids(records_dir)
+    assert not [p for p in records_dir.iterdir() if f"-{doomed.popen.pid}-" in p.name]
+
+    # A killed holder: the remaining waiter takes the lock; the dead pid is never shown as holder again.
+    dead = holder.popen.pid
+    holder.popen.send_signal(signal.SIGKILL)
+    holder.popen.wait()
+
+    def heir_holds() -> bool:
+        lock_now = build_lock(status(world))
+        if lock_now is not None and lock_now["holder"] is not None:
+            assert lock_now["holder"]["pid"] != dead, lock_now
+            return bool(lock_now["holder"]["pid"] == heir.popen.pid)
+        return False
+
+    wait_for(heir_holds, f"pid {heir.popen.pid} to take over from the killed holder")
+    assert dead not in record_pids(records_dir)
+    gate.open()
+    inherited = heir.wait()
+    assert inherited.returncode == 0, inherited.output
+    assert (world.site_packages(world.root / "venvs" / "heir") / "slowpkg" / "__init__.py").is_file()
+    assert status(world)["locks"] == []
+    assert record_pids(records_dir) == set()
+
+
+# --- 7. environment lock ----------------------------------------------------------------------------
+
+
+def test_concurrent_reinstalls_into_one_environment_are_serialized(world: World, dists: Dists, cleanup: Cleanup) -> None:
+    """8 --force-reinstall runs into one venv all succeed and leave it whole; they waited for each other."""
+    from pipguard.keys import environment_lock_key
+
+    venv = world.venv("shared")
+    packages = ("alpha", "beta", "gamma")
+    args = ("install", "--force-reinstall", "--no-index", "--find-links", str(dists.directory), *packages)
+    first = world.pipguard("--python", str(venv), *args)
+    assert first.returncode == 0, first.output
+    assert [world.hooks("build_wheel", p) for p in packages] == [1, 1, 1]
+
+    # Hold the environment's lock the way another installing process would, so all 8 meet at it.
+    lock_path = world.cache / "v1" / "locks" / f"{environment_lock_key(str(venv))}.lock"
+    assert lock_path.is_file(), "the first install should have created the environment's lock file"
+    fd = os.open(lock_path, os.O_RDWR)
+    cleanup.callbacks.append(lambda: os.close(fd))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        procs = [start(world, cleanup, world.pipguard_cmd("--python", str(venv), *args), f"p{i}") for i in range(8)]
+
+        def environment_waiters() -> int:
+            locks = [lock for lock in status(world)["locks"] if lock["kind"] == "environment"]
+            return len(locks[0]["waiters"]) if len(locks) == 1 and len(locks[0]["waiters"]) == 8 else 0
+
+        wait_for(environment_waiters, "8 processes waiting for the environment lock")
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    results = [p.wait() for p in procs]
+    assert [r.returncode for r in results] == [0] * 8, [r.output for r in results if r.returncode]
+    assert [world.hooks("build_wheel", p) for p in packages] == [1, 1, 1]
+    assert sum("pipguard: waiting for the environment" in r.stderr for r in results) >= 1
+
+    site = world.site_packages(venv)
+    for package in packages:
+        infos = list(site.glob(f"{package}-*.dist-info"))
+        assert [i.name for i in infos] == [f"{package}-1.0.dist-info"], infos
+        record = infos[0] / "RECORD"
+        assert record.is_file()
+        rows = list(csv.reader(record.read_text().splitlines()))
+        assert rows
+        missing = [row[0] for row in rows if row and not (site / row[0]).exists()]
+        assert missing == [], f"{package}: files in RECORD but not on disk: {missing}"
+    check = world.pip("--python", str(venv), "check")
+    assert check.returncode == 0, check.output
+    assert status(world)["locks"] == []
+
+
+# --- 8. guard cache ---------------------------------------------------------------------------------
+
+
+def cache_list(world: World) -> list[dict[str, Any]]:
+    result = world.pipguard("guard", "cache", "list", "--json")
+    assert result.returncode == 0, result.output
+    listed: list[dict[str, Any]] = json.loads(result.stdout)
+    return listed
+
+
+def test_guard_cache_commands(world: World, dists: Dists) -> None:
+    """list, remove (forces a rebuild), purge (keeps lock files), dir, prune, and a clean usage error."""
+    venv = world.venv("v")
+
+    def install(*packages: str) -> None:
+        result = world.pipguard("--python", str(venv), "install", "--force-reinstall", "--index-url", dists.index.url, *packages)
+        assert result.returncode == 0, result.output
+
+    install("slowpkg")
+    listed = cache_list(world)
+    assert [(e["name"], e["version"], e["wheel"]) for e in listed] == [("slowpkg", "1.0", "slowpkg-1.0-py3-none-any.whl")]
+    assert isinstance(listed[0]["key"], str) and listed[0]["size"] > 0
+    assert_iso(listed[0]["created"])
+
+    removed = world.pipguard("guard", "cache", "remove", "slowpkg")
+    assert removed.returncode == 0, removed.output
+    assert "Files removed: 1" in removed.stdout
+    assert cache_list(world) == []
+    install("slowpkg")
+    assert world.hooks("build_wheel", "slowpkg") == 2
+    assert len(cache_list(world)) == 1
+
+    locks_dir = world.cache / "v1" / "locks"
+    lock_files = sorted(locks_dir.glob("*.lock"))
+    assert lock_files
+    purged = world.pipguard("guard", "cache", "purge")
+    assert purged.returncode == 0, purged.output
+    assert cache_list(world) == []
+    assert sorted(locks_dir.glob("*.lock")) == lock_files
+
+    where = world.pipguard("guard", "cache", "dir")
+    assert where.returncode == 0 and where.stdout.strip() == str(world.cache)
+
+    install("alpha")
+    assert [e["name"] for e in cache_list(world)] == ["alpha"]
+    pruned = world.pipguard("guard", "cache", "prune", "--older-than", "0")
+    assert pruned.returncode == 0, pruned.output
+    assert cache_list(world) == []
+
+    for bad in (("guard", "frobnicate"), ("guard", "cache", "frobnicate")):
+        result = world.pipguard(*bad)
+        assert result.returncode == 2, result.output
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ERROR:"), result.stderr
+        assert "Traceback" not in result.stderr
