@@ -27,6 +27,10 @@ class _RedirectingFinder:
 
 sys.meta_path.insert(0, _RedirectingFinder())
 
+# pip names itself in usage text after argv[0]; "__main__.py" makes it say "<python> -m pip", as under
+# its own runner. Records take the command line from PIPGUARD_ARGV instead.
+sys.argv[0] = "__main__.py"
+
 from pipguard.cli import run_here  # noqa: E402
 
 sys.exit(run_here(sys.argv[1:]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +49,7 @@ def build(target: str, cli_args: tuple[str, ...], work: Path, verbosity: int, ti
     log_path = work / "build.log"
     with open(log_path, "wb") as log:
         sink = None if verbosity > 0 else log
+        # Same process group as pipguard: a shell, make or CI runner that stops the job stops the build.
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
         try:
             while True:
@@ -70,14 +70,12 @@ def build(target: str, cli_args: tuple[str, ...], work: Path, verbosity: int, ti
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """An interrupted parent takes its build down with it: no orphan keeps writing into the cache."""
+    """An interrupted parent takes its build child down with it (its work dir is removed right after)."""
     with contextlib.suppress(OSError):
         process.terminate()
-    deadline = time.monotonic() + 5
-    while process.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=0.1)
-    if process.poll() is None:
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(OSError):
             process.kill()
         process.wait()

@@ -343,7 +343,10 @@ def _source_for(factory: Any, link: Any, name: Any) -> Source | None:
 
         if not is_archive_file(link.filename):
             return None
-        version = _version_from_filename(link.filename)
+        parsed = _parse_sdist_filename(link.filename)
+        if parsed is not None:
+            name = name or parsed[0]
+            version = parsed[1]
     target = link.url_without_fragment if kind != "vcs" else link.url.split("#", 1)[0]
     return Source(
         kind=kind,
@@ -360,13 +363,14 @@ def _source_for(factory: Any, link: Any, name: Any) -> Source | None:
     )
 
 
-def _version_from_filename(filename: str) -> str | None:
+def _parse_sdist_filename(filename: str) -> tuple[str, str] | None:
     from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 
     try:
-        return str(parse_sdist_filename(filename)[1])
+        name, version = parse_sdist_filename(filename)
     except InvalidSdistFilename:
         return None
+    return str(name), str(version)
 
 
 def _pinned_commit(link: Any) -> str | None:

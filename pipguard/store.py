@@ -106,6 +106,9 @@ class Store:
         try:
             entry = self._read(key, directory)
         except FileNotFoundError:
+            if not os.path.lexists(directory):
+                return None
+            self._set_aside(directory, "a file of the entry is missing")
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # A shard that is not a real directory is set aside whole: nothing is followed out of the cache.
@@ -175,11 +178,17 @@ class Store:
             _fsync_path(staged)
             target = self.entry_dir(key)
             _private_mkdir(target.parent)
-            try:
-                os.rename(staging, target)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
+            for _attempt in range(2):
+                try:
+                    os.rename(staging, target)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                # Occupied: by a good entry (another process published first; keep it), or by a
+                # damaged one, which lookup sets aside so the second attempt can take its place.
+                if self.lookup(key) is not None:
+                    break
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         entry = self.lookup(key)
