@@ -10,7 +10,7 @@ import signal
 import sys
 from types import FrameType
 
-from pipguard import __version__, display, pipseam, target
+from pipguard import __version__, pipseam, target
 
 GUARDED_COMMANDS = ("install", "wheel", "uninstall")
 
@@ -36,12 +36,12 @@ def run_here(args: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     options, rest = pipseam.parse_general(args)
     command = rest[0] if rest else ""
-    factory = None
-    if command in GUARDED_COMMANDS:
-        from pipguard.guard import CacheGuard
+    if command not in GUARDED_COMMANDS:
+        return pipseam.run_pip(args)  # pip alone: nothing more of pipguard's is loaded
+    from pipguard import display
+    from pipguard.guard import CacheGuard
 
-        factory = CacheGuard
-    return pipseam.run_pip(args, factory, display.warn, display.set_verbosity)
+    return pipseam.run_pip(args, CacheGuard, display.warn, display.set_verbosity)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -65,9 +65,8 @@ def file_sha256(path: Path) -> str:
 @functools.cache
 def interpreter() -> dict[str, str]:
     """The running interpreter as far as a built wheel cares (pipguard runs under the target)."""
-    from packaging import tags
+    from pipguard.pipseam import most_specific_tag
 
-    best = next(iter(tags.sys_tags()), None)
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (AttributeError, ValueError, OSError):
@@ -77,7 +76,7 @@ def interpreter() -> dict[str, str]:
         "version": ".".join(map(str, sys.version_info[:2])),
         "abiflags": getattr(sys, "abiflags", ""),
         "gil": str(getattr(sys, "_is_gil_enabled", lambda: True)()),
-        "tag": str(best) if best else "",
+        "tag": most_specific_tag(),
         "libc": libc,
         "machine": platform.machine(),
     }

@@ -129,9 +129,9 @@ def is_supported() -> bool:
 
 def run_pip(
     args: list[str],
-    guard_factory: Callable[[], Guard] | None,
-    warn: Callable[[str], None],
-    on_verbosity: Callable[[int], None],
+    guard_factory: Callable[[], Guard] | None = None,
+    warn: Callable[[str], None] = print,
+    on_verbosity: Callable[[int], None] = lambda level: None,
 ) -> int:
     """Run pip's main in this process; with ``guard_factory``, install and wheel go through it."""
     from pip._internal.cli.main import main as pip_main
@@ -484,3 +484,10 @@ def path_to_url(path: str) -> str:
     from pip._internal.utils.urls import path_to_url as to_url
 
     return to_url(path)
+
+
+def most_specific_tag() -> str:
+    """The interpreter's best wheel tag (platform, glibc or musl, ABI), from the tags pip itself uses."""
+    from pip._vendor.packaging import tags
+
+    return str(next(iter(tags.sys_tags()), ""))

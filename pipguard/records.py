@@ -18,7 +18,6 @@ import os
 import socket
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +96,7 @@ class Record:
     def _publish(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         p = self.participant
-        name = f"{p.role}-{p.host}-{p.pid}-{next(_sequence)}-{uuid.uuid4().hex[:8]}.json"
+        name = f"{p.role}-{p.host}-{p.pid}-{next(_sequence)}-{os.urandom(4).hex()}.json"
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
