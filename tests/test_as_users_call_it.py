@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from conftest import Dists, World
-
 from support.envs import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
