@@ -251,5 +251,5 @@ def _build_target(source: Source, archive: Path | None) -> str:
         return str(source.local_path / source.subdirectory) if source.subdirectory else str(source.local_path)
     if archive is not None:
         return path_to_url(str(archive)) + fragment if fragment else str(archive)
-    return source.build_target + fragment
+    return source.url + fragment
 

@@ -11,8 +11,9 @@ The seams, all in pip's resolver and install command:
   source's key, look, build once, publish, release, and return a cache entry for the published wheel.
   pip then proceeds exactly as on a hit in its own wheel cache (no sdist preparation at all, hashes
   checked against the sdist's recorded hash, ``direct_url.json`` from the entry's origin).
-- ``LinkCandidate.__init__``: only to learn the requirement template (per-requirement
-  ``--config-settings``) of the link being looked up.
+- ``LinkCandidate.__init__``: to learn the requirement template (per-requirement ``--config-settings``)
+  of the link being looked up, and to name an unnamed requirement (``./tree``) after the wheel built
+  for it, as if the user had written ``name @ url`` (pip would otherwise prepare it in-tree, unlocked).
 - ``InstallCommand.run`` / ``WheelCommand.run``: to learn the parsed options and which command runs.
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable
   trees build in place, so they are locked by their path (not cached, as pip never caches them).
@@ -40,7 +41,6 @@ RUNNER_ENV = "_PIP_RUNNING_IN_SUBPROCESS"
 class BuildOptions:
     """What pip was told that decides how a source is built: forwarded to the build and keyed."""
 
-    command: str
     cli_args: tuple[str, ...]
     config_settings: dict[str, Any]
     build_isolation: bool
@@ -54,7 +54,7 @@ class Source:
     """One source pip needs a wheel for, in pipguard's terms."""
 
     kind: str  # "archive", "dir" or "vcs"
-    url: str  # without fragment; may carry credentials: never log it, use ``display_url``
+    url: str  # without fragment; may carry credentials: show or store it only through redact.redact
     name: str | None
     version: str | None
     subdirectory: str | None
@@ -63,7 +63,6 @@ class Source:
     commit: str | None  # vcs only
     options: BuildOptions
     download: Callable[[Path], Path] = field(repr=False)
-    build_target: str = ""  # what the build subprocess is given for this source
 
 
 class Guard(Protocol):
@@ -113,12 +112,6 @@ def identify_interpreter(python: str) -> str | None:
     from pip._internal.cli.main_parser import identify_python_interpreter
 
     return identify_python_interpreter(python)
-
-
-def redact_url(url: str) -> str:
-    from pip._internal.utils.misc import redact_auth_from_url
-
-    return redact_auth_from_url(url)
 
 
 def is_supported() -> bool:
@@ -236,7 +229,7 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
         stack: contextlib.ExitStack | None = getattr(_state, "exit_stack", None)
         if options is not None and stack is not None:
             # Held until the install command returns, so a --target move is covered too.
-            stack.enter_context(the_guard().environment_lock(_install_scope(options, kwargs)))
+            stack.enter_context(the_guard().environment_lock(_install_scope(options)))
         return original_given(*args, **kwargs)
 
     install_mod.install_given_reqs = install_given_reqs  # type: ignore[assignment]
@@ -296,7 +289,7 @@ def _name_requirement(template: Any, link: Any, wheel: Path) -> Any:
     return canonicalize_name(name)
 
 
-def _install_scope(options: Values, kwargs: dict[str, Any]) -> str:
+def _install_scope(options: Values) -> str:
     """The directory an install writes into, as pip decides it."""
     for value in (options.target_dir, options.prefix_path, options.root_path):
         if value:
@@ -317,7 +310,7 @@ def _source_for(factory: Any, link: Any, name: Any) -> Source | None:
     if command == "install" and getattr(options, "dry_run", False):
         return None
     template = getattr(_state, "template", None)
-    build = _build_options(command, options, template)
+    build = _build_options(options, template)
     subdirectory = link.subdirectory_fragment
     hash_name = getattr(link, "hash_name", None)
     declared = link.hash if hash_name == "sha256" else None
@@ -347,7 +340,6 @@ def _source_for(factory: Any, link: Any, name: Any) -> Source | None:
         if parsed is not None:
             name = name or parsed[0]
             version = parsed[1]
-    target = link.url_without_fragment if kind != "vcs" else link.url.split("#", 1)[0]
     return Source(
         kind=kind,
         url=link.url_without_fragment,
@@ -359,7 +351,6 @@ def _source_for(factory: Any, link: Any, name: Any) -> Source | None:
         commit=commit,
         options=build,
         download=download,
-        build_target=target,
     )
 
 
@@ -409,7 +400,7 @@ _FORWARDED: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _build_options(command: str, options: Values, template: Any) -> BuildOptions:
+def _build_options(options: Values, template: Any) -> BuildOptions:
     args: list[str] = []
     for dest, flag, kind in _FORWARDED:
         value = getattr(options, dest, None)
@@ -439,7 +430,6 @@ def _build_options(command: str, options: Values, template: Any) -> BuildOptions
             args += ["--config-settings", f"{key}={item}"]
     verbosity = _verbosity(options)
     return BuildOptions(
-        command=command,
         cli_args=tuple(args),
         config_settings=settings,
         build_isolation=bool(options.build_isolation),
