@@ -77,7 +77,8 @@ class CacheGuard:
             if cached and (entry := self.store.lookup(key)):
                 return entry.wheel, sha256
             lock_key = keys.tree_lock_key(source.local_path) if source.kind == "dir" and source.local_path else key
-            subject = locks.Subject("build", lock_key, source.name or "", source.version or "", _display_source(source))
+            name, version = _name_and_version(source)
+            subject = locks.Subject("build", lock_key, name, version, _display_source(source))
             first_phase = "downloading" if source.kind == "archive" and archive is None else "building"
             with locks.hold(
                 self.store.lock_path(lock_key), self.store.record_dir(lock_key), subject, self.timeout, first_phase
@@ -199,6 +200,22 @@ def _close_quietly(fd: int) -> None:
 
 def _label(source: Source) -> str:
     return f"{source.name or '?'} {source.version or ''}".strip()
+
+
+def _name_and_version(source: Source) -> tuple[str, str]:
+    """What records and displays call the source; a local tree's static ``[project]`` table if pip cannot say."""
+    name, version = source.name or "", source.version or ""
+    if source.kind == "dir" and source.local_path is not None and not name:
+        tree = source.local_path / source.subdirectory if source.subdirectory else source.local_path
+        try:
+            import tomllib
+
+            table = tomllib.loads((tree / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+        except (ImportError, OSError, ValueError):
+            return name, version
+        name = str(table.get("name", "")) if isinstance(table, dict) else ""
+        version = str(table.get("version", "")) if isinstance(table, dict) else ""
+    return name, version
 
 
 def _display_source(source: Source) -> str:
