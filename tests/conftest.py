@@ -16,11 +16,13 @@ import pytest
 from support.envs import clean_env, make_venv, venv_site_packages
 from support.hooklog import count
 from support.index import IndexServer
+from support.processes import Crew, Gate, install_args
 from support.projects import make_project, make_sdist
 
 NEWEST_PYTHON = Path(sys.executable)
 OLDEST_PYTHON = Path(os.environ["PIPGUARD_TEST_OLDEST_PYTHON"]) if os.environ.get("PIPGUARD_TEST_OLDEST_PYTHON") else None
 TIMEOUT = 300
+PIPGUARD_WARNING = "pipguard: warning:"
 
 
 @dataclass
@@ -32,6 +34,14 @@ class Result:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+    def error_lines(self) -> list[str]:
+        """pip's ``ERROR:`` lines, wherever printed: what must match plain pip's when both fail."""
+        return [line for line in self.output.splitlines() if line.startswith("ERROR:")]
+
+    def warnings(self) -> list[str]:
+        """pipguard's own warning lines on stderr."""
+        return [line for line in self.stderr.splitlines() if line.startswith(PIPGUARD_WARNING)]
 
 
 @dataclass
@@ -76,14 +86,25 @@ class World:
     def pip(self, *args: str, env: dict[str, str] | None = None) -> Result:
         return self.run(self.pip_cmd(*args), env=env)
 
-    def start(self, cmd: Sequence[str], name: str, env: dict[str, str] | None = None) -> Process:
-        """Start a process with output in files (pipes of many processes could fill and block)."""
+    def start(
+        self, cmd: Sequence[str], name: str, env: dict[str, str] | None = None, own_group: bool = False
+    ) -> Process:
+        """Start a process with output in files (pipes of many processes could fill and block).
+
+        ``own_group`` puts it in a process group of its own, so a test can kill the whole job
+        (pipguard, its pip child, the build backend) at once."""
         out = self.root / "logs" / f"{name}.out"
         out.parent.mkdir(exist_ok=True)
         stdout = open(out, "w")
         stderr = open(out.with_suffix(".err"), "w")
         popen = subprocess.Popen(
-            list(cmd), env={**self.env, **(env or {})}, cwd=self.root, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+            list(cmd),
+            env={**self.env, **(env or {})},
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=own_group,
         )
         stdout.close()
         stderr.close()
@@ -96,6 +117,25 @@ class World:
 
     def hooks(self, hook: str, project: str | None = None) -> int:
         return count(self.hook_log, hook, project)
+
+    def module_version(self, venv: Path, module: str) -> str:
+        """``module.VERSION`` as the venv's own interpreter imports it: what really got installed."""
+        check = self.run([str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.VERSION)"])
+        assert check.returncode == 0, check.output
+        return check.stdout.strip()
+
+    def cache_files_containing(self, needle: bytes) -> list[Path]:
+        """Every file under the cache whose bytes contain ``needle`` (a secret that must never be kept)."""
+        hits = []
+        for directory, _dirs, files in os.walk(self.cache):
+            for name in files:
+                path = Path(directory) / name
+                try:
+                    if needle in path.read_bytes():
+                        hits.append(path)
+                except OSError:
+                    continue  # a file that vanished mid-walk (a record replaced, a temp dir cleaned)
+        return hits
 
 
 @dataclass
@@ -132,6 +172,22 @@ def _world(tmp_path: Path, python: Path) -> World:
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return _world(tmp_path, NEWEST_PYTHON)
+
+
+@pytest.fixture
+def crew(world: World) -> Iterator[Crew]:
+    """Processes and gates of one test: nothing it started outlives it, pass or fail."""
+    started = Crew(world)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def gate(crew: Crew) -> Gate:
+    """A build gate in the test's world, opened at teardown."""
+    return crew.gate()
 
 
 def _pythons() -> list[object]:
@@ -186,6 +242,15 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dists]:
     )
     with IndexServer(directory) as index:
         yield Dists(directory=directory, index=index, trees=trees)
+
+
+@pytest.fixture
+def with_alpha(world: World, dists: Dists) -> Path:
+    """A venv with alpha installed (by pipguard), which also leaves alpha's wheel in the cache."""
+    venv = world.venv("target")
+    result = world.pipguard(*install_args(venv, dists.index.url, "alpha"))
+    assert result.returncode == 0, result.output
+    return venv
 
 
 @pytest.fixture

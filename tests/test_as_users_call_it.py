@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Dists, World
 from support.envs import clean_env
+from support.processes import install_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,9 +62,9 @@ def test_pip_outside_the_supported_range_runs_plain_pip_after_one_warning(world:
         )
     old = World(root=world.root, python=python, cache=world.cache, hook_log=world.hook_log, env=world.env)
     venv = old.venv("target")
-    result = old.pipguard("--python", str(venv), "install", "--index-url", dists.index.url, "alpha")
+    result = old.pipguard(*install_args(venv, dists.index.url, "alpha"))
     assert result.returncode == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("pipguard: warning:")]
+    warnings = result.warnings()
     assert len(warnings) == 1 and "25.2" in warnings[0] and "plain pip" in warnings[0], warnings
     assert (old.site_packages(venv) / "alpha").is_dir()
     assert not (world.cache / "v1" / "wheels").exists() or not any((world.cache / "v1" / "wheels").rglob("*.whl"))

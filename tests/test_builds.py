@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 from conftest import Dists, World
+from support.processes import install_args, install_cmd
 
 
 def test_eight_concurrent_installs_of_one_sdist_build_once(any_pip_world: World, dists: Dists) -> None:
     w = any_pip_world
     venvs = [w.venv(f"v{i}") for i in range(8)]
     results = w.run_parallel(
-        [w.pipguard_cmd("--python", str(v), "install", "--index-url", dists.index.url, "slowpkg") for v in venvs],
+        [install_cmd(w, v, dists.index.url, "slowpkg") for v in venvs],
         env={"FIXTURE_BUILD_SECONDS": "2"},
     )
     assert [r.returncode for r in results] == [0] * 8, [r.output for r in results if r.returncode]
@@ -19,16 +20,15 @@ def test_eight_concurrent_installs_of_one_sdist_build_once(any_pip_world: World,
     assert w.hooks("prepare_metadata_for_build_wheel", "slowpkg") <= 1
     for venv in venvs:
         assert (w.site_packages(venv) / "slowpkg" / "__init__.py").is_file()
-        check = w.run([str(venv / "bin" / "python"), "-c", "import slowpkg; print(slowpkg.VERSION)"])
-        assert check.stdout.strip() == "1.0"
+        assert w.module_version(venv, "slowpkg") == "1.0"
     waited = [r for r in results if "reusing the wheel" in r.stderr]
     assert len(waited) + sum("built slowpkg" in r.stderr for r in results) == 8
 
 
 def test_later_installs_reuse_the_wheel_without_building(world: World, dists: Dists) -> None:
     first, second = world.venv("first"), world.venv("second")
-    assert world.pipguard("--python", str(first), "install", "--index-url", dists.index.url, "alpha").returncode == 0
-    again = world.pipguard("--python", str(second), "install", "--index-url", dists.index.url, "alpha")
+    assert world.pipguard(*install_args(first, dists.index.url, "alpha")).returncode == 0
+    again = world.pipguard(*install_args(second, dists.index.url, "alpha"))
     assert again.returncode == 0, again.output
     assert world.hooks("build_wheel", "alpha") == 1
     assert "Using cached alpha-1.0-py3-none-any.whl" in again.stdout
@@ -37,7 +37,7 @@ def test_later_installs_reuse_the_wheel_without_building(world: World, dists: Di
 def test_transitive_sdist_of_a_wheel_goes_through_the_cache(world: World, dists: Dists) -> None:
     venvs = [world.venv(f"v{i}") for i in range(3)]
     results = world.run_parallel(
-        [world.pipguard_cmd("--python", str(v), "install", "--index-url", dists.index.url, "toppkg") for v in venvs]
+        [install_cmd(world, v, dists.index.url, "toppkg") for v in venvs]
     )
     assert all(r.returncode == 0 for r in results), [r.output for r in results]
     assert world.hooks("build_wheel", "leafpkg") == 1

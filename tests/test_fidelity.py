@@ -12,6 +12,7 @@ import pytest
 
 from conftest import Dists, Result, World
 from support.hooklog import read_hooks
+from support.processes import install_args
 from support.projects import make_project, make_sdist
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -49,10 +50,6 @@ def _install_both(world: World, *install_args: str) -> tuple[Path, Path]:
     )
     assert b.returncode == 0, b.output
     return plain, guarded
-
-
-def _error_lines(result: Result) -> list[str]:
-    return [line for line in result.output.splitlines() if line.startswith("ERROR:")]
 
 
 def _published_wheels(world: World) -> list[Path]:
@@ -93,41 +90,28 @@ def test_installed_environment_matches_plain_pip(any_pip_world: World, dists: Di
 # --- 2. hash-checking mode -----------------------------------------------------------------------
 
 
+def _install_hashed(world: World, dists: Dists, sha256: str) -> tuple[Path, Result]:
+    """pipguard install --require-hashes of alpha==1.0 pinned to ``sha256``, into a fresh venv."""
+    reqs = world.root / "hashed.txt"
+    reqs.write_text(f"alpha==1.0 --hash=sha256:{sha256}\n")
+    venv = world.venv("hashed")
+    return venv, world.pipguard(*install_args(venv, dists.index.url, "-r", str(reqs), options=("--require-hashes",)))
+
+
+@pytest.mark.usefixtures("with_alpha")  # alpha's wheel is in the cache already
 def test_require_hashes_accepts_the_cached_wheel_of_the_right_sdist(world: World, dists: Dists) -> None:
     """A cached wheel is trusted only through its sdist's hash, as in pip's own cache: right hash, no rebuild."""
-    assert (
-        world.pipguard(
-            "--python", str(world.venv("first")), "install", "--index-url", dists.index.url, "alpha"
-        ).returncode
-        == 0
-    )
     assert world.hooks("build_wheel", "alpha") == 1
-    sha = hashlib.sha256(dists.sdist("alpha").read_bytes()).hexdigest()
-    reqs = world.root / "hashed.txt"
-    reqs.write_text(f"alpha==1.0 --hash=sha256:{sha}\n")
-    venv = world.venv("hashed")
-    result = world.pipguard(
-        "--python", str(venv), "install", "--require-hashes", "--index-url", dists.index.url, "-r", str(reqs)
-    )
+    venv, result = _install_hashed(world, dists, hashlib.sha256(dists.sdist("alpha").read_bytes()).hexdigest())
     assert result.returncode == 0, result.output
     assert (world.site_packages(venv) / "alpha" / "__init__.py").is_file()
     assert world.hooks("build_wheel", "alpha") == 1
 
 
+@pytest.mark.usefixtures("with_alpha")  # alpha's wheel is in the cache already
 def test_require_hashes_rejects_a_wrong_hash_even_with_a_cached_wheel(world: World, dists: Dists) -> None:
     """The cache must not launder a hash mismatch: pip's own error, nonzero exit, nothing installed."""
-    assert (
-        world.pipguard(
-            "--python", str(world.venv("first")), "install", "--index-url", dists.index.url, "alpha"
-        ).returncode
-        == 0
-    )
-    reqs = world.root / "hashed.txt"
-    reqs.write_text(f"alpha==1.0 --hash=sha256:{'0' * 64}\n")
-    venv = world.venv("hashed")
-    result = world.pipguard(
-        "--python", str(venv), "install", "--require-hashes", "--index-url", dists.index.url, "-r", str(reqs)
-    )
+    venv, result = _install_hashed(world, dists, "0" * 64)
     assert result.returncode != 0
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in result.output
     assert _installed_version(world, venv, "alpha") is None
@@ -141,7 +125,7 @@ def test_require_hashes_rejects_a_wrong_hash_even_with_a_cached_wheel(world: Wor
 def test_no_cache_dir_installs_without_publishing(world: World, dists: Dists) -> None:
     """--no-cache-dir means no cache: the build happens, the install works, nothing is kept."""
     venv = world.venv("v")
-    result = world.pipguard("--python", str(venv), "install", "--no-cache-dir", "--index-url", dists.index.url, "alpha")
+    result = world.pipguard(*install_args(venv, dists.index.url, "alpha", options=("--no-cache-dir",)))
     assert result.returncode == 0, result.output
     assert (world.site_packages(venv) / "alpha" / "__init__.py").is_file()
     assert world.hooks("build_wheel", "alpha") == 1
@@ -152,9 +136,7 @@ def test_no_binary_all_still_builds_once_through_the_cache(world: World, dists: 
     """--no-binary only forbids downloaded wheels; the sdist's locally built wheel is cached as in pip."""
     venvs = [world.venv("one"), world.venv("two")]
     for venv in venvs:
-        result = world.pipguard(
-            "--python", str(venv), "install", "--no-binary", ":all:", "--index-url", dists.index.url, "alpha"
-        )
+        result = world.pipguard(*install_args(venv, dists.index.url, "alpha", options=("--no-binary", ":all:")))
         assert result.returncode == 0, result.output
         assert (world.site_packages(venv) / "alpha" / "__init__.py").is_file()
     assert world.hooks("build_wheel", "alpha") == 1
@@ -168,7 +150,7 @@ def test_only_binary_all_fails_on_an_sdist_like_plain_pip(world: World, dists: D
     guarded = world.pipguard("--python", str(world.venv("guarded")), *args)
     assert plain.returncode != 0
     assert guarded.returncode == plain.returncode
-    assert _error_lines(guarded) == _error_lines(plain) != []
+    assert guarded.error_lines() == plain.error_lines() != []
     assert world.hooks("build_wheel") == 0
 
 
@@ -202,7 +184,7 @@ def test_environment_markers_skip_a_requirement(world: World, dists: Dists) -> N
     reqs = world.root / "reqs.txt"
     reqs.write_text('alpha; python_version < "3"\nbeta\n')
     venv = world.venv("v")
-    result = world.pipguard("--python", str(venv), "install", "--index-url", dists.index.url, "-r", str(reqs))
+    result = world.pipguard(*install_args(venv, dists.index.url, "-r", str(reqs)))
     assert result.returncode == 0, result.output
     assert "Ignoring alpha" in result.output
     assert _installed_version(world, venv, "alpha") is None
@@ -218,7 +200,7 @@ def test_per_requirement_config_settings_are_part_of_the_cache_key(world: World,
         reqs = world.root / f"reqs-{name}.txt"
         reqs.write_text(f"alpha --config-settings=flavor={value}\n")
         venv = world.venv(name)
-        result = world.pipguard("--python", str(venv), "install", "--index-url", dists.index.url, "-r", str(reqs))
+        result = world.pipguard(*install_args(venv, dists.index.url, "-r", str(reqs)))
         assert result.returncode == 0, result.output
         assert (world.site_packages(venv) / "alpha" / "__init__.py").is_file()
 

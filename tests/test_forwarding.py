@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Dists, Result, World
+from support.processes import install_args
 
 REPO = Path(__file__).resolve().parent.parent
 # Packages pipguard needs to run: they live in pipguard's environment and must never show in a target's.
@@ -29,10 +30,6 @@ def _same(plain: Result, guarded: Result) -> None:
     assert (guarded.returncode, guarded.stdout, guarded.stderr) == (plain.returncode, plain.stdout, plain.stderr)
 
 
-def _error_lines(result: Result) -> list[str]:
-    return [line for line in result.output.splitlines() if line.startswith("ERROR:")]
-
-
 def _listed(result: Result) -> set[str]:
     assert result.returncode == 0, result.output
     return {item["name"].lower() for item in json.loads(result.stdout)}
@@ -45,15 +42,6 @@ def _has_alpha(world: World, venv: Path) -> bool:
 def _own_env_has_alpha(world: World) -> bool:
     """Whether alpha leaked into the environment pipguard itself runs from."""
     return world.pip("show", "alpha").returncode == 0
-
-
-@pytest.fixture
-def with_alpha(world: World, dists: Dists) -> Path:
-    """A venv with alpha installed (by pipguard)."""
-    venv = world.venv("target")
-    result = world.pipguard("--python", str(venv), "install", "--index-url", dists.index.url, "alpha")
-    assert result.returncode == 0, result.output
-    return venv
 
 
 # --- 1. commands pipguard does not touch ---------------------------------------------------------
@@ -82,7 +70,7 @@ def test_missing_package_fails_like_pip(world: World) -> None:
     args = ("--python", str(venv), "install", "--no-index", "no-such-package-anywhere")
     plain, guarded = world.pip(*args), world.pipguard(*args)
     assert plain.returncode == guarded.returncode == 1
-    assert _error_lines(guarded) == _error_lines(plain) != []
+    assert guarded.error_lines() == plain.error_lines() != []
 
 
 def test_bad_option_is_a_usage_error_like_pip(world: World) -> None:
@@ -105,8 +93,8 @@ def test_missing_requirements_file_fails_like_pip(world: World) -> None:
     plain, guarded = world.pip(*args), world.pipguard(*args)
     assert plain.returncode != 0
     assert guarded.returncode == plain.returncode
-    assert _error_lines(guarded) == _error_lines(plain)
-    assert any("nope.txt" in line for line in _error_lines(guarded))
+    assert guarded.error_lines() == plain.error_lines()
+    assert any("nope.txt" in line for line in guarded.error_lines())
 
 
 # --- 3. pipguard --version ---------------------------------------------------------------------------
@@ -197,9 +185,7 @@ def test_pip_shim_goes_through_pipguard(world: World) -> None:
 def test_pip_shim_installs_without_recursion(world: World, dists: Dists) -> None:
     """An install through the shim builds once via pipguard's cache and lands in the target."""
     venv = world.venv("v")
-    result = world.run(
-        ["pip", "--python", str(venv), "install", "--index-url", dists.index.url, "alpha"], env=_shim_env(world)
-    )
+    result = world.run(["pip", *install_args(venv, dists.index.url, "alpha")], env=_shim_env(world))
     assert result.returncode == 0, result.output
     assert _has_alpha(world, venv)
     assert "pipguard: built alpha-1.0-py3-none-any.whl" in result.stderr

@@ -17,111 +17,31 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from conftest import Dists, Process, Result, World
+from conftest import PIPGUARD_WARNING as WARNING
+from conftest import Dists, World
 from support.hooklog import read_hooks
 from support.index import IndexServer
+from support.processes import (
+    Crew,
+    Gate,
+    holder_pids,
+    install_args,
+    install_cmd,
+    record_pids,
+    status,
+    wait_for,
+    waiting_pids,
+)
 from support.projects import backend
 
 from pipguard.store import Store, in_use
 
-T = TypeVar("T")
-WARNING = "pipguard: warning:"
-
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    what: str,
-    timeout: float = 90.0,
-    explain: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail clearly after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f"\n{explain()}" if explain else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(0.05)
-
-
-class Crew:
-    """Processes a test starts; whatever is still running at teardown is killed (by its own pid/group)."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.procs: list[tuple[Process, bool]] = []
-        self.gates: list[Path] = []
-
-    def start(
-        self,
-        cmd: Sequence[str],
-        name: str,
-        env: dict[str, str] | None = None,
-        own_group: bool = False,
-    ) -> Process:
-        if not own_group:
-            proc = self.world.start(cmd, name, env=env)
-        else:
-            # Like world.start, in a process group of its own, so the test can kill the whole job.
-            out = self.world.root / "logs" / f"{name}.out"
-            out.parent.mkdir(exist_ok=True)
-            with open(out, "w") as stdout, open(out.with_suffix(".err"), "w") as stderr:
-                popen = subprocess.Popen(
-                    list(cmd),
-                    env={**self.world.env, **(env or {})},
-                    cwd=self.world.root,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    start_new_session=True,
-                )
-            proc = Process(popen, out, out.with_suffix(".err"))
-        self.procs.append((proc, own_group))
-        return proc
-
-    def cleanup(self) -> None:
-        for gate in self.gates:
-            gate.touch()  # release any build still held open (including orphans)
-        for proc, own_group in self.procs:
-            if proc.popen.poll() is None:
-                try:
-                    if own_group:
-                        os.killpg(proc.popen.pid, signal.SIGKILL)
-                    else:
-                        proc.popen.kill()
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait()
-
-
-@pytest.fixture
-def crew(world: World) -> Iterator[Crew]:
-    c = Crew(world)
-    try:
-        yield c
-    finally:
-        c.cleanup()
-
-
-def gate_for(world: World, crew: Crew) -> Path:
-    gate = world.root / "gate"
-    crew.gates.append(gate)
-    return gate
-
-
-def started_builds(gate: Path) -> set[int]:
-    """pids of build backends that reached build_wheel (each writes ``<gate>.started.<pid>``)."""
-    return {int(p.name.rsplit(".", 1)[1]) for p in gate.parent.glob(f"{gate.name}.started.*")}
 
 
 def pid_alive(pid: int) -> bool:
@@ -135,33 +55,6 @@ def pid_alive(pid: int) -> bool:
 
 def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def status(world: World) -> dict[str, Any]:
-    result = world.pipguard("guard", "status", "--json")
-    assert result.returncode == 0, result.output
-    return json.loads(result.stdout)
-
-
-def waiting_pids(world: World) -> set[int]:
-    return {w["pid"] for lock in status(world)["locks"] for w in lock["waiters"]}
-
-
-def holder_pids(world: World) -> set[int]:
-    return {lock["holder"]["pid"] for lock in status(world)["locks"] if lock["holder"]}
-
-
-def record_pids(cache: Path) -> set[int]:
-    """pids named by record files on disk right now (read directly: ``guard status`` would clean dead ones)."""
-    pids = set()
-    for path in (cache / "v1" / "records").glob("*/*.json"):
-        if path.name.startswith("."):
-            continue
-        try:
-            pids.add(int(json.loads(path.read_text())["pid"]))
-        except (OSError, ValueError, KeyError):
-            continue
-    return pids
 
 
 def build_pids(world: World, project: str) -> list[int]:
@@ -221,22 +114,6 @@ class EntryWatcher(threading.Thread):
         self.join()
 
 
-def warnings_in(result: Result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith(WARNING)]
-
-
-def module_version(world: World, venv: Path, module: str) -> str:
-    check = world.run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            f"import {module}; print({module}.VERSION)",
-        ]
-    )
-    assert check.returncode == 0, check.output
-    return check.stdout.strip()
-
-
 def verified(entry: Path) -> bool:
     """The entry's wheel matches its manifest (what pipguard itself checks before using it)."""
     import hashlib
@@ -268,21 +145,11 @@ def evil_wheel(directory: Path, name: str) -> Path:
     return directory / backend()._write_wheel(str(directory), meta, files)
 
 
-def install_args(venv: Path, index: str, *names: str) -> list[str]:
-    return ["--python", str(venv), "install", "--index-url", index, *names]
-
-
-def install_cmd(world: World, venv: Path, index: str, *names: str) -> list[str]:
-    return world.pipguard_cmd(*install_args(venv, index, *names))
-
-
 # --- 1. a holder killed mid-build --------------------------------------------------------------------
 
 
-def test_holder_killed_mid_build_a_waiter_takes_over(world: World, dists: Dists, crew: Crew) -> None:
+def test_holder_killed_mid_build_a_waiter_takes_over(world: World, dists: Dists, crew: Crew, gate: Gate) -> None:
     """kill -9 of a building job: a waiter builds instead, everyone installs, no half entry, no live leftovers."""
-    gate = gate_for(world, crew)
-    env = {"FIXTURE_BUILD_GATE": str(gate)}
     venvs = [world.venv(f"v{i}") for i in range(3)]
     watcher = EntryWatcher(world.cache)
     watcher.start()
@@ -290,12 +157,12 @@ def test_holder_killed_mid_build_a_waiter_takes_over(world: World, dists: Dists,
         holder = crew.start(
             install_cmd(world, venvs[0], dists.index.url, "slowpkg"),
             "holder",
-            env,
+            gate.env,
             own_group=True,
         )
-        (killed_build,) = wait_for(lambda: started_builds(gate), "the holder's build to reach build_wheel")
+        (killed_build,) = gate.wait_started(what="the holder's build to reach build_wheel")
         waiters = [
-            crew.start(install_cmd(world, v, dists.index.url, "slowpkg"), f"waiter{i}", env)
+            crew.start(install_cmd(world, v, dists.index.url, "slowpkg"), f"waiter{i}", gate.env)
             for i, v in enumerate(venvs[1:])
         ]
         wait_for(
@@ -307,20 +174,20 @@ def test_holder_killed_mid_build_a_waiter_takes_over(world: World, dists: Dists,
         os.killpg(holder.popen.pid, signal.SIGKILL)  # the job: pipguard, its pip wheel child, the backend
         assert holder.wait().returncode == -signal.SIGKILL
         taker = wait_for(
-            lambda: started_builds(gate) - {killed_build},
+            lambda: gate.started() - {killed_build},
             "a waiter to take the build over",
             explain=lambda: "\n".join(w.stderr_so_far() for w in waiters),
         )
         assert len(taker) == 1
         wait_for(lambda: not pid_alive(killed_build), "the killed build backend to be gone")
-        gate.touch()
+        gate.open()
         results = [w.wait() for w in waiters]
     finally:
         watcher.stop()
 
     assert [r.returncode for r in results] == [0, 0], [r.output for r in results]
     for venv in venvs[1:]:
-        assert module_version(world, venv, "slowpkg") == "1.0"
+        assert world.module_version(venv, "slowpkg") == "1.0"
     # Two builds started (the killed one, the taker's); only the taker's could complete.
     assert sorted(build_pids(world, "slowpkg")) == sorted([killed_build, *taker])
     assert sum("built slowpkg" in r.stderr for r in results) == 1, [r.stderr for r in results]
@@ -340,15 +207,13 @@ def test_holder_killed_mid_build_a_waiter_takes_over(world: World, dists: Dists,
 # --- 2. interrupted processes ------------------------------------------------------------------------
 
 
-def test_sigterm_to_a_waiter_leaves_the_others_going(world: World, dists: Dists, crew: Crew) -> None:
+def test_sigterm_to_a_waiter_leaves_the_others_going(world: World, dists: Dists, crew: Crew, gate: Gate) -> None:
     """A waiter stopped by SIGTERM exits 1 like an interrupted pip and takes its record with it."""
-    gate = gate_for(world, crew)
-    env = {"FIXTURE_BUILD_GATE": str(gate)}
     venvs = [world.venv(f"v{i}") for i in range(3)]
-    holder = crew.start(install_cmd(world, venvs[0], dists.index.url, "slowpkg"), "holder", env)
-    wait_for(lambda: started_builds(gate), "the holder's build to reach build_wheel")
+    holder = crew.start(install_cmd(world, venvs[0], dists.index.url, "slowpkg"), "holder", gate.env)
+    gate.wait_started(what="the holder's build to reach build_wheel")
     stopped, other = (
-        crew.start(install_cmd(world, v, dists.index.url, "slowpkg"), f"w{i}", env) for i, v in enumerate(venvs[1:])
+        crew.start(install_cmd(world, v, dists.index.url, "slowpkg"), f"w{i}", gate.env) for i, v in enumerate(venvs[1:])
     )
     wait_for(
         lambda: waiting_pids(world) >= {stopped.popen.pid, other.popen.pid},
@@ -365,28 +230,26 @@ def test_sigterm_to_a_waiter_leaves_the_others_going(world: World, dists: Dists,
     assert other.popen.pid in waiting_pids(world)
     assert stopped.popen.pid not in waiting_pids(world)
 
-    gate.touch()
+    gate.open()
     for proc in (holder, other):
         done = proc.wait()
         assert done.returncode == 0, done.output
     assert build_pids(world, "slowpkg") and len(build_pids(world, "slowpkg")) == 1
-    assert module_version(world, venvs[0], "slowpkg") == module_version(world, venvs[2], "slowpkg") == "1.0"
+    assert world.module_version(venvs[0], "slowpkg") == world.module_version(venvs[2], "slowpkg") == "1.0"
     assert not list(world.site_packages(venvs[1]).glob("slowpkg*"))
     assert record_pids(world.cache) == set()
 
 
-def test_sigint_to_the_holder_hands_the_build_on(world: World, dists: Dists, crew: Crew) -> None:
+def test_sigint_to_the_holder_hands_the_build_on(world: World, dists: Dists, crew: Crew, gate: Gate) -> None:
     """Ctrl-C to a building process: exit 1, its record, build dir and build child are gone, a waiter builds."""
-    gate = gate_for(world, crew)
-    env = {"FIXTURE_BUILD_GATE": str(gate)}
     venvs = [world.venv(f"v{i}") for i in range(2)]
-    holder = crew.start(install_cmd(world, venvs[0], dists.index.url, "slowpkg"), "holder", env)
-    (holder_build,) = wait_for(lambda: started_builds(gate), "the holder's build to reach build_wheel")
+    holder = crew.start(install_cmd(world, venvs[0], dists.index.url, "slowpkg"), "holder", gate.env)
+    (holder_build,) = gate.wait_started(what="the holder's build to reach build_wheel")
     build_child = parent_pid(holder_build)  # the `pip wheel` child pipguard runs; the backend is its child
     assert parent_pid(build_child) == holder.popen.pid
     (build_dir,) = (world.cache / "v1" / "tmp").glob("build-*")
     assert in_use(build_dir)
-    waiter = crew.start(install_cmd(world, venvs[1], dists.index.url, "slowpkg"), "waiter", env)
+    waiter = crew.start(install_cmd(world, venvs[1], dists.index.url, "slowpkg"), "waiter", gate.env)
     wait_for(lambda: waiter.popen.pid in waiting_pids(world), "the waiter to queue")
 
     holder.popen.send_signal(signal.SIGINT)  # to pipguard alone, as a supervisor would send it
@@ -398,15 +261,15 @@ def test_sigint_to_the_holder_hands_the_build_on(world: World, dists: Dists, cre
     assert not pid_alive(build_child), "the interrupted holder left its build child running"
 
     taker = wait_for(
-        lambda: started_builds(gate) - {holder_build},
+        lambda: gate.started() - {holder_build},
         "the waiter to take the build over",
         explain=waiter.stderr_so_far,
     )
     assert len(taker) == 1
-    gate.touch()
+    gate.open()
     done = waiter.wait()
     assert done.returncode == 0, done.output
-    assert module_version(world, venvs[1], "slowpkg") == "1.0"
+    assert world.module_version(venvs[1], "slowpkg") == "1.0"
     assert not list(world.site_packages(venvs[0]).glob("slowpkg*"))
     (entry,) = entries(world.cache)
     assert verified(entry)
@@ -463,18 +326,18 @@ def test_a_damaged_entry_is_rebuilt_never_installed(world: World, dists: Dists, 
     again = world.pipguard(*install_args(second, dists.index.url, "alpha"))
     assert again.returncode == 0, again.output
     assert "Traceback" not in again.output
-    damaged = [line for line in warnings_in(again) if re.match(rf"{WARNING} cache entry \S+ is damaged", line)]
+    damaged = [line for line in again.warnings() if re.match(rf"{WARNING} cache entry \S+ is damaged", line)]
     assert len(damaged) == 1, again.stderr
-    assert warnings_in(again) == damaged, again.stderr
+    assert again.warnings() == damaged, again.stderr
     assert world.hooks("build_wheel", "alpha") == 2
-    assert module_version(world, second, "alpha") == "1.0"
+    assert world.module_version(second, "alpha") == "1.0"
     (rebuilt,) = entries(world.cache)
     assert verified(rebuilt)
     assert not entry_problems(world.cache)
     # Repaired for good: the next install uses the rebuilt entry.
     third = world.venv("third")
     reused = world.pipguard(*install_args(third, dists.index.url, "alpha"))
-    assert reused.returncode == 0 and warnings_in(reused) == [], reused.output
+    assert reused.returncode == 0 and reused.warnings() == [], reused.output
     assert world.hooks("build_wheel", "alpha") == 2
 
 
@@ -494,9 +357,9 @@ def test_cache_dir_below_a_regular_file_means_plain_pip(world: World, dists: Dis
     result = world.pipguard(*install_args(venv, dists.index.url, "alpha", "beta"), env=env)
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
-    assert len(warnings_in(result)) == 1, result.stderr
+    assert len(result.warnings()) == 1, result.stderr
     assert "Successfully installed alpha-1.0 beta-1.0" in result.stdout
-    assert module_version(world, venv, "alpha") == module_version(world, venv, "beta") == "1.0"
+    assert world.module_version(venv, "alpha") == world.module_version(venv, "beta") == "1.0"
     assert world.hooks("build_wheel", "alpha") == world.hooks("build_wheel", "beta") == 1
     assert blocker.read_text() == "not a directory\n"
     assert list(private_tmp.iterdir()) == []
@@ -557,8 +420,8 @@ def test_read_only_cache_means_plain_pip(world: World, dists: Dists, mounts: Cal
     result = world.pipguard(*install_args(second, dists.index.url, "alpha", "beta"))
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
-    assert len(warnings_in(result)) == 1, result.stderr
-    assert module_version(world, second, "alpha") == module_version(world, second, "beta") == "1.0"
+    assert len(result.warnings()) == 1, result.stderr
+    assert world.module_version(second, "alpha") == world.module_version(second, "beta") == "1.0"
     assert tree_snapshot(world.cache) == before
 
 
@@ -577,9 +440,9 @@ def test_full_cache_disk_means_plain_pip(world: World, dists: Dists, mounts: Cal
     result = world.pipguard(*install_args(venv, dists.index.url, "alpha", "beta"))
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
-    assert len(warnings_in(result)) == 1, result.stderr
-    assert "No space left" in warnings_in(result)[0]
-    assert module_version(world, venv, "alpha") == module_version(world, venv, "beta") == "1.0"
+    assert len(result.warnings()) == 1, result.stderr
+    assert "No space left" in result.warnings()[0]
+    assert world.module_version(venv, "alpha") == world.module_version(venv, "beta") == "1.0"
     assert entries(world.cache) == []
     assert list((world.cache / "v1" / "tmp").iterdir()) == []
     assert record_pids(world.cache) == set()
@@ -588,16 +451,15 @@ def test_full_cache_disk_means_plain_pip(world: World, dists: Dists, mounts: Cal
 # --- 5. lock timeout ---------------------------------------------------------------------------------
 
 
-def test_lock_timeout_builds_privately_and_names_the_holder(world: World, dists: Dists, crew: Crew) -> None:
+def test_lock_timeout_builds_privately_and_names_the_holder(world: World, dists: Dists, crew: Crew, gate: Gate) -> None:
     """Past PIPGUARD_LOCK_TIMEOUT a waiter says who holds the lock and builds on its own, while the holder still builds."""
-    gate = gate_for(world, crew)
     venvs = [world.venv(f"v{i}") for i in range(2)]
     holder = crew.start(
         install_cmd(world, venvs[0], dists.index.url, "slowpkg"),
         "holder",
-        {"FIXTURE_BUILD_GATE": str(gate)},
+        gate.env,
     )
-    (holder_build,) = wait_for(lambda: started_builds(gate), "the holder's build to reach build_wheel")
+    (holder_build,) = gate.wait_started(what="the holder's build to reach build_wheel")
 
     impatient = crew.start(
         install_cmd(world, venvs[1], dists.index.url, "slowpkg"),
@@ -606,18 +468,18 @@ def test_lock_timeout_builds_privately_and_names_the_holder(world: World, dists:
     )
     result = impatient.wait(timeout=120)
     assert result.returncode == 0, result.output
-    assert not gate.exists() and holder.popen.poll() is None, "the holder's build must still be held open"
-    timed_out = [line for line in warnings_in(result) if "PIPGUARD_LOCK_TIMEOUT" in line]
+    assert not gate.is_open() and holder.popen.poll() is None, "the holder's build must still be held open"
+    timed_out = [line for line in result.warnings() if "PIPGUARD_LOCK_TIMEOUT" in line]
     assert len(timed_out) == 1, result.stderr
     assert f"pid {holder.popen.pid}" in timed_out[0]
     assert "built slowpkg" in result.stderr  # its own, private build
-    assert module_version(world, venvs[1], "slowpkg") == "1.0"
+    assert world.module_version(venvs[1], "slowpkg") == "1.0"
     assert len(build_pids(world, "slowpkg")) == 2 and holder_build in build_pids(world, "slowpkg")
 
-    gate.touch()
+    gate.open()
     done = holder.wait()
     assert done.returncode == 0, done.output
-    assert module_version(world, venvs[0], "slowpkg") == "1.0"
+    assert world.module_version(venvs[0], "slowpkg") == "1.0"
     (entry,) = entries(world.cache)
     assert verified(entry)
 
@@ -630,9 +492,9 @@ def test_invalid_lock_timeout_is_ignored_with_a_warning(world: World, dists: Dis
         env={"PIPGUARD_LOCK_TIMEOUT": value},
     )
     assert result.returncode == 0, result.output
-    assert len(warnings_in(result)) == 1, result.stderr
-    assert "PIPGUARD_LOCK_TIMEOUT" in warnings_in(result)[0] and value in warnings_in(result)[0]
-    assert module_version(world, venv, "alpha") == "1.0"
+    assert len(result.warnings()) == 1, result.stderr
+    assert "PIPGUARD_LOCK_TIMEOUT" in result.warnings()[0] and value in result.warnings()[0]
+    assert world.module_version(venv, "alpha") == "1.0"
     assert len(entries(world.cache)) == 1  # the cache itself is still used
 
 
@@ -682,9 +544,9 @@ def test_a_cache_others_can_write_is_not_used_unless_trusted(
     first = world.venv("first")
     refused = world.pipguard(*install_args(first, dists.index.url, "alpha"))
     assert refused.returncode == 0, refused.output
-    assert len(warnings_in(refused)) == 1, refused.stderr
-    assert "PIPGUARD_TRUST_SHARED_CACHE" in warnings_in(refused)[0]
-    assert module_version(world, first, "alpha") == "1.0"
+    assert len(refused.warnings()) == 1, refused.stderr
+    assert "PIPGUARD_TRUST_SHARED_CACHE" in refused.warnings()[0]
+    assert world.module_version(first, "alpha") == "1.0"
     assert entries(world.cache) == []
 
     trusted = {"PIPGUARD_TRUST_SHARED_CACHE": "1"}
@@ -692,8 +554,8 @@ def test_a_cache_others_can_write_is_not_used_unless_trusted(
         venv = world.venv(name)
         used = world.pipguard(*install_args(venv, dists.index.url, "alpha"), env=trusted)
         assert used.returncode == 0, used.output
-        assert warnings_in(used) == [], used.stderr
-        assert module_version(world, venv, "alpha") == "1.0"
+        assert used.warnings() == [], used.stderr
+        assert world.module_version(venv, "alpha") == "1.0"
     assert len(entries(world.cache)) == 1
     assert world.hooks("build_wheel", "alpha") == 2  # plain pip's, then the cache's once; the third reused it
 
@@ -724,59 +586,31 @@ def test_a_planted_symlink_is_not_followed(world: World, dists: Dists, level: st
     result = world.pipguard(*install_args(second, dists.index.url, "alpha"))
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
-    assert module_version(world, second, "alpha") == "1.0"
+    assert world.module_version(second, "alpha") == "1.0"
     assert tree_snapshot(outside) == before
     assert not planted.is_symlink()
     (rebuilt,) = entries(world.cache)
     assert not rebuilt.is_symlink() and not rebuilt.parent.is_symlink() and verified(rebuilt)
 
 
-def test_index_credentials_never_reach_the_cache_or_the_output(world: World, dists: Dists, crew: Crew) -> None:
+def test_index_credentials_never_reach_the_cache_or_the_output(world: World, dists: Dists, crew: Crew, gate: Gate) -> None:
     """A token in the index URL is in no cache file (records, logs, manifests) and in no output, even under -v."""
     secret = "tok-SECRET"
-    gate = gate_for(world, crew)
-    env = {"FIXTURE_BUILD_GATE": str(gate)}
-
-    def leaks() -> list[str]:
-        found = []
-        for path in world.cache.rglob("*"):
-            try:
-                if path.is_file() and secret.encode() in path.read_bytes():
-                    found.append(str(path))
-            except OSError:
-                continue
-        return found
 
     with IndexServer(dists.directory, auth=("user", secret)) as index:
         venvs = [world.venv(f"v{i}") for i in range(2)]
-        holder = crew.start(
-            world.pipguard_cmd(
-                "--python",
-                str(venvs[0]),
-                "install",
-                "-v",
-                "--index-url",
-                index.auth_url,
-                "slowpkg",
-            ),
-            "holder",
-            env,
-        )
-        wait_for(
-            lambda: started_builds(gate),
-            "the holder's build to reach build_wheel",
-            explain=holder.stderr_so_far,
-        )
-        waiter = crew.start(install_cmd(world, venvs[1], index.auth_url, "slowpkg"), "waiter", env)
+        holder = crew.start(install_cmd(world, venvs[0], index.auth_url, "slowpkg", options=("-v",)), "holder", gate.env)
+        gate.wait_started(what="the holder's build to reach build_wheel", explain=holder.stderr_so_far)
+        waiter = crew.start(install_cmd(world, venvs[1], index.auth_url, "slowpkg"), "waiter", gate.env)
         wait_for(lambda: waiter.popen.pid in waiting_pids(world), "the waiter to queue")
         # Mid-build: records of both, the build log and the build dir are all on disk now.
         assert record_pids(world.cache) >= {holder.popen.pid, waiter.popen.pid}
-        assert leaks() == []
+        assert world.cache_files_containing(secret.encode()) == []
         shown = [
             world.pipguard("guard", "status"),
             world.pipguard("guard", "status", "--json"),
         ]
-        gate.touch()
+        gate.open()
         results = [holder.wait(), waiter.wait()]
         shown += [
             world.pipguard("guard", "cache", "list", "--json"),
@@ -785,7 +619,7 @@ def test_index_credentials_never_reach_the_cache_or_the_output(world: World, dis
 
     assert [r.returncode for r in results] == [0, 0], [r.output for r in results]
     assert index.hits.get("/files/slowpkg-1.0.tar.gz") == 1
-    assert leaks() == []
+    assert world.cache_files_containing(secret.encode()) == []
     for r in results + shown:
         assert secret not in r.output
     assert "****" in shown[0].stdout  # the command line is shown, redacted
@@ -837,7 +671,7 @@ def test_eight_processes_three_sdists_in_shuffled_orders(world: World, dists: Di
         assert world.hooks("build_wheel", name) == 1, name
     for venv in venvs:
         for name in names:
-            assert module_version(world, venv, name) == "1.0"
+            assert world.module_version(venv, name) == "1.0"
     assert len(entries(world.cache)) == 3
     assert not entry_problems(world.cache)
     assert status(world)["locks"] == []

@@ -14,6 +14,7 @@ import pytest
 from support.envs import clean_env, make_venv, venv_site_packages
 from support.hooklog import count, read_hooks
 from support.index import IndexServer
+from support.processes import Gate
 from support.projects import make_project, make_sdist
 
 
@@ -25,13 +26,6 @@ def pip_install(venv: Path, *args: str, env: dict[str, str],
         return subprocess.Popen(cmd, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=300)
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_sdist_from_index_installs_and_logs_hooks(tmp_path: Path) -> None:
@@ -114,31 +108,28 @@ def test_make_sdist_is_deterministic(tmp_path: Path) -> None:
 def test_concurrent_builds_collide_in_tree_but_not_from_sdists(tmp_path: Path) -> None:
     """Reproduces setuptools#3119 with plain pip, and shows unpacked sdists are immune."""
     src = make_project(tmp_path / "src", "racy", "1.0")
-    gate = tmp_path / "gate"
-    env = clean_env(FIXTURE_BUILD_GATE=str(gate), PIP_NO_CACHE_DIR="1")
+    gate = Gate(tmp_path / "gate")
+    env = clean_env(**gate.env, PIP_NO_CACHE_DIR="1")
     venvs = [tmp_path / f"v{i}" for i in range(2)]
     for v in venvs:
         make_venv(v)
-    started = lambda: sorted(tmp_path.glob("gate.started.*"))  # noqa: E731
 
     first = pip_install(venvs[0], "--no-index", str(src), env=env, wait=False)
-    wait_for(lambda: len(started()) == 1)
+    gate.wait_started(1, timeout=60)
     second = pip_install(venvs[1], "--no-index", str(src), env=env)
     assert second.returncode != 0
     assert "File exists" in second.stdout + second.stderr
-    gate.touch()
+    gate.open()
     assert first.wait(timeout=120) == 0, first.stdout.read()  # type: ignore[union-attr]
 
-    for p in started():
-        p.unlink()
-    gate.unlink()
+    gate.reset()
     sdist = make_sdist(src, tmp_path / "dists")
     venvs = [tmp_path / f"w{i}" for i in range(2)]
     procs = []
     for v in venvs:
         make_venv(v)
         procs.append(pip_install(v, "--no-index", str(sdist), env=env, wait=False))
-    wait_for(lambda: len(started()) == 2)  # both builds held open at once
-    gate.touch()
+    gate.wait_started(2, timeout=60)  # both builds held open at once
+    gate.open()
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stdout.read()  # type: ignore[union-attr]

@@ -20,106 +20,18 @@ import struct
 import subprocess
 import termios
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from conftest import Dists, Process, World
 from support.index import IndexServer
+from support.processes import Crew, Gate, install_args, install_cmd, record_pids, status, wait_for
 
-T = TypeVar("T")
-WAIT_SECONDS = 90.0
-POLL_SECONDS = 0.1
 TOKEN = "s3cret-token"
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_SECONDS) -> T:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(POLL_SECONDS)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
-
-
-class Gate:
-    """The fixture backend's build gate: builds announce themselves and block until it is opened."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"FIXTURE_BUILD_GATE": str(self.path)}
-
-    def started(self) -> list[Path]:
-        return sorted(self.path.parent.glob(f"{self.path.name}.started.*"))
-
-    def wait_started(self, count: int = 1) -> None:
-        wait_for(lambda: len(self.started()) >= count, f"{count} gated build(s) to start at {self.path}")
-
-    def open(self) -> None:
-        self.path.touch()
-
-
-class Cleanup:
-    """Opens gates and kills leftover processes when a test ends, pass or fail (no 120 s gate timeouts)."""
-
-    def __init__(self) -> None:
-        self.gates: list[Gate] = []
-        self.popens: list[subprocess.Popen[bytes]] = []
-        self.callbacks: list[Callable[[], None]] = []
-
-    def close(self) -> None:
-        for callback in self.callbacks:
-            callback()
-        for gate in self.gates:
-            gate.open()
-        for popen in self.popens:
-            if popen.poll() is None:
-                popen.kill()
-            popen.wait()
-
-
-@pytest.fixture
-def cleanup() -> Iterator[Cleanup]:
-    done = Cleanup()
-    try:
-        yield done
-    finally:
-        done.close()
-
-
-@pytest.fixture
-def gate(world: World, cleanup: Cleanup) -> Gate:
-    made = Gate(world.root / "gate")
-    cleanup.gates.append(made)
-    return made
-
-
-def start(world: World, cleanup: Cleanup, cmd: Sequence[str], name: str, env: dict[str, str] | None = None) -> Process:
-    process = world.start(cmd, name, env=env)
-    cleanup.popens.append(process.popen)
-    return process
-
-
-def install_cmd(world: World, venv: Path, index_url: str, *extra: str) -> list[str]:
-    return world.pipguard_cmd("--python", str(venv), "install", *extra, "--index-url", index_url, "slowpkg")
-
-
-def status(world: World) -> dict[str, Any]:
-    result = world.pipguard("guard", "status", "--json")
-    assert result.returncode == 0, result.output
-    loaded: dict[str, Any] = json.loads(result.stdout)
-    return loaded
 
 
 def build_lock(state: dict[str, Any], name: str = "slowpkg") -> dict[str, Any] | None:
@@ -148,32 +60,35 @@ def assert_iso(value: object) -> None:
     assert parsed.tzinfo is not None, f"{value} has no UTC offset"
 
 
+def start_slowpkg(
+    crew: Crew, index_url: str, name: str, env: dict[str, str], options: Sequence[str] = ()
+) -> Process:
+    """Start ``pipguard install slowpkg`` into a new venv ``name``, as process ``name`` (its logs' name)."""
+    cmd = install_cmd(crew.world, crew.world.venv(name), index_url, "slowpkg", options=options)
+    return crew.start(cmd, name, env=env)
+
+
+@pytest.fixture
+def holder(crew: Crew, dists: Dists, gate: Gate) -> Process:
+    """An install of slowpkg whose build is held open at the gate: it holds the lock others must wait for."""
+    started = start_slowpkg(crew, dists.index.url, "holder", gate.env)
+    gate.wait_started()
+    return started
+
+
 def pipguard_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("pipguard:")]
-
-
-def cache_files_containing(root: Path, needle: bytes) -> list[Path]:
-    hits = []
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(directory) / name
-            try:
-                if needle in path.read_bytes():
-                    hits.append(path)
-            except OSError:
-                continue  # a file that vanished mid-walk (a record replaced, a temp dir cleaned)
-    return hits
 
 
 # --- 1. status JSON ---------------------------------------------------------------------------------
 
 
 def test_status_json_shows_one_holder_and_three_waiters_of_a_slow_build(
-    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+    world: World, dists: Dists, gate: Gate, crew: Crew
 ) -> None:
     """The documented JSON shape, with real pids and redacted commands, while a build is held open."""
     venvs = [world.venv(f"v{i}") for i in range(4)]
-    procs = [start(world, cleanup, install_cmd(world, v, dists.index.url), f"p{i}", env=gate.env) for i, v in enumerate(venvs)]
+    procs = [crew.start(install_cmd(world, v, dists.index.url, "slowpkg"), f"p{i}", env=gate.env) for i, v in enumerate(venvs)]
     pids = {p.popen.pid for p in procs}
     gate.wait_started()
     wait_for_lock(world, None, 3)
@@ -211,14 +126,14 @@ def test_status_json_shows_one_holder_and_three_waiters_of_a_slow_build(
 
 
 def test_index_credentials_never_show_in_status_output_or_the_cache(
-    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+    world: World, dists: Dists, gate: Gate, crew: Crew
 ) -> None:
     """A token in --index-url stays out of guard status, every process's stderr and every cache file."""
     needle = TOKEN.encode()
     with IndexServer(dists.directory, auth=("user", TOKEN)) as index:
         assert TOKEN in index.auth_url
         venvs = [world.venv(f"v{i}") for i in range(4)]
-        procs = [start(world, cleanup, install_cmd(world, v, index.auth_url), f"p{i}", env=gate.env) for i, v in enumerate(venvs)]
+        procs = [crew.start(install_cmd(world, v, index.auth_url, "slowpkg"), f"p{i}", env=gate.env) for i, v in enumerate(venvs)]
         gate.wait_started()
         lock = wait_for_lock(world, None, 3)
 
@@ -232,7 +147,7 @@ def test_index_credentials_never_show_in_status_output_or_the_cache(
         assert "****@127.0.0.1" in lock["holder"]["command"], lock  # redacted, not dropped
         for proc in procs:
             assert TOKEN not in proc.stderr_so_far()
-        assert cache_files_containing(world.cache, needle) == []
+        assert world.cache_files_containing(needle) == []
 
         gate.open()
         results = [p.wait() for p in procs]
@@ -245,19 +160,17 @@ def test_index_credentials_never_show_in_status_output_or_the_cache(
     for args in (("guard", "status"), ("guard", "status", "--json"), ("guard", "cache", "list", "--json")):
         shown = world.pipguard(*args)
         assert shown.returncode == 0 and TOKEN not in shown.output
-    assert cache_files_containing(world.cache, needle) == []
+    assert world.cache_files_containing(needle) == []
 
 
 # --- 3 and 4. plain lines ---------------------------------------------------------------------------
 
 
 def test_non_tty_waiter_prints_plain_lines_naming_the_holder(
-    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+    world: World, dists: Dists, gate: Gate, crew: Crew, holder: Process
 ) -> None:
     """A waiter whose stderr is a file says whom it waits for, then whose wheel it reused."""
-    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
-    gate.wait_started()
-    waiter = start(world, cleanup, install_cmd(world, world.venv("waiter"), dists.index.url), "waiter", env=gate.env)
+    waiter = start_slowpkg(crew, dists.index.url, "waiter", gate.env)
     pid = holder.popen.pid
 
     line = wait_for(
@@ -277,15 +190,11 @@ def test_non_tty_waiter_prints_plain_lines_naming_the_holder(
 
 
 def test_progress_off_and_quiet_waiters_print_no_pipguard_lines(
-    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+    world: World, dists: Dists, gate: Gate, crew: Crew, holder: Process
 ) -> None:
     """PIPGUARD_PROGRESS=off and pip's -q both silence the waiting lines (they did wait: status shows it)."""
-    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
-    gate.wait_started()
-    off = start(
-        world, cleanup, install_cmd(world, world.venv("off"), dists.index.url), "off", env={**gate.env, "PIPGUARD_PROGRESS": "off"}
-    )
-    quiet = start(world, cleanup, install_cmd(world, world.venv("quiet"), dists.index.url, "-q"), "quiet", env=gate.env)
+    off = start_slowpkg(crew, dists.index.url, "off", {**gate.env, "PIPGUARD_PROGRESS": "off"})
+    quiet = start_slowpkg(crew, dists.index.url, "quiet", gate.env, options=("-q",))
     lock = wait_for_lock(world, holder.popen.pid, 2)
     assert {w["pid"] for w in lock["waiters"]} == {off.popen.pid, quiet.popen.pid}
 
@@ -336,10 +245,10 @@ class PtyReader:
         self._thread.join(timeout=10)
 
 
-def test_live_view_on_a_terminal_keeps_stdout_clean(world: World, dists: Dists, gate: Gate, cleanup: Cleanup) -> None:
+def test_live_view_on_a_terminal_keeps_stdout_clean(
+    world: World, dists: Dists, gate: Gate, crew: Crew, holder: Process
+) -> None:
     """On a TTY stderr the waiter shows a live view naming the holder; pip's stdout (a file) stays plain."""
-    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
-    gate.wait_started()
     pid = holder.popen.pid
 
     master, slave = os.openpty()
@@ -349,17 +258,17 @@ def test_live_view_on_a_terminal_keeps_stdout_clean(world: World, dists: Dists, 
     stdout_path = world.root / "live.out"
     with open(stdout_path, "wb") as stdout:
         popen = subprocess.Popen(
-            install_cmd(world, world.venv("live"), dists.index.url),
+            install_cmd(world, world.venv("live"), dists.index.url, "slowpkg"),
             env=env,
             cwd=world.root,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=slave,
         )
-    cleanup.popens.append(popen)
+    crew.adopt(popen)
     os.close(slave)
     reader = PtyReader(master)
-    cleanup.callbacks.append(lambda: os.close(master))
+    crew.on_teardown(lambda: os.close(master))
 
     wait_for(lambda: "waiting" in reader.text() and f"pid {pid}" in reader.text(), f"the live view naming holder pid {pid}")
     assert "slowpkg 1.0" in reader.text()
@@ -379,34 +288,23 @@ def test_live_view_on_a_terminal_keeps_stdout_clean(world: World, dists: Dists, 
 # --- 6. dead records --------------------------------------------------------------------------------
 
 
-def record_pids(directory: Path) -> set[int]:
-    pids = set()
-    for path in directory.glob("*.json"):
-        try:
-            pids.add(int(json.loads(path.read_text())["pid"]))
-        except (OSError, ValueError, KeyError):
-            continue
-    return pids
-
-
 def test_records_of_killed_processes_are_cleaned_up_and_a_waiter_takes_over(
-    world: World, dists: Dists, gate: Gate, cleanup: Cleanup
+    world: World, dists: Dists, gate: Gate, crew: Crew, holder: Process
 ) -> None:
     """kill -9 leaves a record no one holds: readers drop it; a dead holder's lock passes to a waiter."""
-    holder = start(world, cleanup, install_cmd(world, world.venv("holder"), dists.index.url), "holder", env=gate.env)
-    gate.wait_started()
-    doomed = start(world, cleanup, install_cmd(world, world.venv("doomed"), dists.index.url), "doomed", env=gate.env)
-    heir = start(world, cleanup, install_cmd(world, world.venv("heir"), dists.index.url), "heir", env=gate.env)
+    doomed = start_slowpkg(crew, dists.index.url, "doomed", gate.env)
+    heir = start_slowpkg(crew, dists.index.url, "heir", gate.env)
     lock = wait_for_lock(world, holder.popen.pid, 2)
-    records_dir = world.cache / "v1" / "records" / lock["key"]
-    assert doomed.popen.pid in record_pids(records_dir)
+    key = lock["key"]
+    records_dir = world.cache / "v1" / "records" / key
+    assert doomed.popen.pid in record_pids(world.cache, key, unfinished=True)
 
     # A killed waiter: gone from status, and its record file removed.
     doomed.popen.send_signal(signal.SIGKILL)
     doomed.popen.wait()
     after = wait_for_lock(world, holder.popen.pid, 1)
     assert [w["pid"] for w in after["waiters"]] == [heir.popen.pid]
-    assert doomed.popen.pid not in record_pids(records_dir)
+    assert doomed.popen.pid not in record_pids(world.cache, key, unfinished=True)
     assert not [p for p in records_dir.iterdir() if f"-{doomed.popen.pid}-" in p.name]
 
     # A killed holder: the remaining waiter takes the lock; the dead pid is never shown as holder again.
@@ -422,19 +320,19 @@ def test_records_of_killed_processes_are_cleaned_up_and_a_waiter_takes_over(
         return False
 
     wait_for(heir_holds, f"pid {heir.popen.pid} to take over from the killed holder")
-    assert dead not in record_pids(records_dir)
+    assert dead not in record_pids(world.cache, key, unfinished=True)
     gate.open()
     inherited = heir.wait()
     assert inherited.returncode == 0, inherited.output
     assert (world.site_packages(world.root / "venvs" / "heir") / "slowpkg" / "__init__.py").is_file()
     assert status(world)["locks"] == []
-    assert record_pids(records_dir) == set()
+    assert record_pids(world.cache, key, unfinished=True) == set()
 
 
 # --- 7. environment lock ----------------------------------------------------------------------------
 
 
-def test_concurrent_reinstalls_into_one_environment_are_serialized(world: World, dists: Dists, cleanup: Cleanup) -> None:
+def test_concurrent_reinstalls_into_one_environment_are_serialized(world: World, dists: Dists, crew: Crew) -> None:
     """8 --force-reinstall runs into one venv all succeed and leave it whole; they waited for each other."""
     from pipguard.keys import environment_lock_key
 
@@ -449,10 +347,10 @@ def test_concurrent_reinstalls_into_one_environment_are_serialized(world: World,
     lock_path = world.cache / "v1" / "locks" / f"{environment_lock_key(str(venv))}.lock"
     assert lock_path.is_file(), "the first install should have created the environment's lock file"
     fd = os.open(lock_path, os.O_RDWR)
-    cleanup.callbacks.append(lambda: os.close(fd))
+    crew.on_teardown(lambda: os.close(fd))
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        procs = [start(world, cleanup, world.pipguard_cmd("--python", str(venv), *args), f"p{i}") for i in range(8)]
+        procs = [crew.start(world.pipguard_cmd("--python", str(venv), *args), f"p{i}") for i in range(8)]
 
         def environment_waiters() -> int:
             locks = [lock for lock in status(world)["locks"] if lock["kind"] == "environment"]
@@ -497,7 +395,7 @@ def test_guard_cache_commands(world: World, dists: Dists) -> None:
     venv = world.venv("v")
 
     def install(*packages: str) -> None:
-        result = world.pipguard("--python", str(venv), "install", "--force-reinstall", "--index-url", dists.index.url, *packages)
+        result = world.pipguard(*install_args(venv, dists.index.url, *packages, options=("--force-reinstall",)))
         assert result.returncode == 0, result.output
 
     install("slowpkg")
