@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from support.envs import clean_env, make_venv, venv_site_packages
 from support.hooklog import count
 from support.index import IndexServer
@@ -191,7 +190,8 @@ def gate(crew: Crew) -> Gate:
 
 
 def _pythons() -> list[object]:
-    oldest = pytest.param(OLDEST_PYTHON, id="oldest-pip", marks=pytest.mark.skipif(OLDEST_PYTHON is None, reason="set PIPGUARD_TEST_OLDEST_PYTHON (bin/test does)"))
+    missing = pytest.mark.skipif(OLDEST_PYTHON is None, reason="set PIPGUARD_TEST_OLDEST_PYTHON (bin/test does)")
+    oldest = pytest.param(OLDEST_PYTHON, id="oldest-pip", marks=missing)
     return [pytest.param(NEWEST_PYTHON, id="newest-pip"), oldest]
 
 

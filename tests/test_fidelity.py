@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import Dists, Result, World
 from support.hooklog import read_hooks
 from support.processes import install_args

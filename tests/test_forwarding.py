@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import Dists, Result, World
 from support.processes import install_args
 

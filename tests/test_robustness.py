@@ -40,7 +40,6 @@ from support.projects import backend
 
 from pipguard.store import Store, in_use
 
-
 # --- helpers -----------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from support.envs import clean_env, make_venv, venv_site_packages
 from support.hooklog import count, read_hooks
 from support.index import IndexServer

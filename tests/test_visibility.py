@@ -26,7 +26,15 @@ from typing import Any
 import pytest
 from conftest import Dists, Process, World
 from support.index import IndexServer
-from support.processes import Crew, Gate, install_args, install_cmd, record_pids, status, wait_for
+from support.processes import (
+    Crew,
+    Gate,
+    install_args,
+    install_cmd,
+    record_pids,
+    status,
+    wait_for,
+)
 
 TOKEN = "s3cret-token"
 
@@ -174,7 +182,9 @@ def test_non_tty_waiter_prints_plain_lines_naming_the_holder(
     pid = holder.popen.pid
 
     line = wait_for(
-        lambda: next((ln for ln in waiter.stderr_so_far().splitlines() if ln.startswith("pipguard: waiting for")), None),
+        lambda: next(
+            (ln for ln in waiter.stderr_so_far().splitlines() if ln.startswith("pipguard: waiting for")), None
+        ),
         "the waiter's 'pipguard: waiting for' line",
     )
     assert f"held by pid {pid} " in line, line
@@ -184,7 +194,8 @@ def test_non_tty_waiter_prints_plain_lines_naming_the_holder(
     held, waited = holder.wait(), waiter.wait()
     assert held.returncode == 0, held.output
     assert waited.returncode == 0, waited.output
-    assert re.search(rf"^pipguard: waited [0-9.]+s for slowpkg 1\.0 .*; reusing the wheel pid {pid} built$", waited.stderr, re.MULTILINE), waited.stderr
+    ended = rf"^pipguard: waited [0-9.]+s for slowpkg 1\.0 .*; reusing the wheel pid {pid} built$"
+    assert re.search(ended, waited.stderr, re.MULTILINE), waited.stderr
     assert "pipguard: built slowpkg-1.0-py3-none-any.whl" in held.stderr
     assert world.hooks("build_wheel", "slowpkg") == 1
 
