@@ -174,6 +174,14 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
             guard.append(guard_factory())
         return guard[0]
 
+    def lock_or_none(make: Callable[[Guard], contextlib.AbstractContextManager[object]]) -> Any:
+        """A lock from the guard, or (after a warning) none: locking never fails an install."""
+        try:
+            return make(the_guard())
+        except Exception as exc:  # noqa: BLE001 - never fail what plain pip would complete
+            warn(f"going on without a lock ({type(exc).__name__}: {exc})")
+            return contextlib.nullcontext()
+
     def wrap_run(command_name: str, original: Callable[..., int]) -> Callable[..., int]:
         def run(self: Any, options: Values, args: list[str]) -> int:
             on_verbosity(_verbosity(options))
@@ -201,7 +209,7 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
         tree = req.source_dir or (req.link.file_path if req.link and req.link.is_existing_dir() else None)
         if not req.editable or not tree or getattr(_state, "options", None) is None:
             return contextlib.nullcontext()
-        return the_guard().tree_lock(tree, req.name or "")
+        return lock_or_none(lambda g: g.tree_lock(tree, req.name or ""))
 
     def prepare_editable_requirement(self: Any, req: Any) -> Any:
         with editable_tree_lock(req):
@@ -219,7 +227,7 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
 
     def uninstall_run(self: Any, options: Values, args: list[str]) -> int:
         on_verbosity(_verbosity(options))
-        with the_guard().environment_lock(sys.prefix):
+        with lock_or_none(lambda g: g.environment_lock(sys.prefix)):
             return original_uninstall_run(self, options, args)
 
     UninstallCommand.run = uninstall_run  # type: ignore[method-assign]
@@ -229,7 +237,7 @@ def _attach(guard_factory: Callable[[], Guard], warn: Callable[[str], None], on_
         stack: contextlib.ExitStack | None = getattr(_state, "exit_stack", None)
         if options is not None and stack is not None:
             # Held until the install command returns, so a --target move is covered too.
-            stack.enter_context(the_guard().environment_lock(_install_scope(options)))
+            stack.enter_context(lock_or_none(lambda g: g.environment_lock(_install_scope(options))))
         return original_given(*args, **kwargs)
 
     install_mod.install_given_reqs = install_given_reqs  # type: ignore[assignment]
