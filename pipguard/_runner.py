@@ -3,10 +3,15 @@
 Executed by path, like pip's ``__pip-runner__.py``: only pipguard and the packages it drives are made
 importable (from the environment pipguard is installed in), so the target's ``pip list`` and ``freeze``
 see exactly the target's own packages.
+
+pipguard's own code (and its dependencies, installed for pipguard's interpreter) may not run under an
+older target; then this runs pip's own runner instead, which is exactly what plain ``pip --python``
+does, so the install still happens (or pip refuses the interpreter in its own words).
 """
 
 import json
 import os
+import runpy
 import sys
 from importlib.machinery import PathFinder
 
@@ -27,10 +32,26 @@ class _RedirectingFinder:
 
 sys.meta_path.insert(0, _RedirectingFinder())
 
+
+
+def _plain_pip():  # type: ignore[no-untyped-def]
+    """Hand over to pip's own runner: plain pip under this interpreter."""
+    runner = os.path.join(_SOURCES["pip"], "pip", "__pip-runner__.py")
+    sys.argv[0] = runner
+    runpy.run_path(runner, run_name="__main__")
+
+
+# pipguard needs what pip 25.3+ needs; under an older Python, pip's runner says so in its own words.
+if sys.version_info < (3, 10):  # noqa: UP036 - the target may be older than pipguard's own Python
+    _plain_pip()
+
+try:
+    from pipguard.cli import run_here
+except Exception as exc:  # noqa: BLE001 - pipguard cannot run here; plain pip still can
+    sys.stderr.write(f"pipguard: warning: cannot run under {sys.executable} ({exc}); running plain pip\n")
+    _plain_pip()
+
 # pip names itself in usage text after argv[0]; "__main__.py" makes it say "<python> -m pip", as under
 # its own runner. Records take the command line from PIPGUARD_ARGV instead.
 sys.argv[0] = "__main__.py"
-
-from pipguard.cli import run_here  # noqa: E402
-
 sys.exit(run_here(sys.argv[1:]))

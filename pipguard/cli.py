@@ -39,8 +39,12 @@ def run_here(args: list[str]) -> int:
     if command not in GUARDED_COMMANDS:
         return pipseam.run_pip(args)  # pip alone: nothing more of pipguard's is loaded
     from pipguard import display
-    from pipguard.guard import CacheGuard
 
+    try:
+        from pipguard.guard import CacheGuard
+    except Exception as exc:  # noqa: BLE001 - e.g. a dependency that does not run under this interpreter
+        display.warn(f"cannot load the build cache under {sys.executable} ({exc}); running plain pip")
+        return pipseam.run_pip(args)
     return pipseam.run_pip(args, CacheGuard, display.warn, display.set_verbosity)
 
 
