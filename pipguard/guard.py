@@ -62,7 +62,8 @@ class CacheGuard:
         try:
             return self._wheel_for(source)
         except builder.BuildFailed as exc:
-            warn(f"building {_label(source)} for the cache failed ({exc}); pip builds it itself")
+            label = " ".join(filter(None, _name_and_version(source))) or _display_source(source)
+            warn(f"building {label} for the cache failed ({exc}); pip builds it itself")
             return None
         except _MACHINERY_ERRORS as exc:
             self._give_up(exc)
@@ -198,24 +199,25 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
 
 
-def _label(source: Source) -> str:
-    return f"{source.name or '?'} {source.version or ''}".strip()
-
-
 def _name_and_version(source: Source) -> tuple[str, str]:
     """What records and displays call the source; a local tree's static ``[project]`` table if pip cannot say."""
     name, version = source.name or "", source.version or ""
     if source.kind == "dir" and source.local_path is not None and not name:
-        tree = source.local_path / source.subdirectory if source.subdirectory else source.local_path
         try:
             import tomllib
 
-            table = tomllib.loads((tree / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+            text = (_tree(source.local_path, source) / "pyproject.toml").read_text(encoding="utf-8")
+            table = tomllib.loads(text).get("project", {})
         except (ImportError, OSError, ValueError):
             return name, version
         name = str(table.get("name", "")) if isinstance(table, dict) else ""
         version = str(table.get("version", "")) if isinstance(table, dict) else ""
     return name, version
+
+
+def _tree(root: Path, source: Source) -> Path:
+    """The project directory of a local tree: its ``#subdirectory=`` if the link names one."""
+    return root / source.subdirectory if source.subdirectory else root
 
 
 def _display_source(source: Source) -> str:
@@ -265,7 +267,7 @@ def _build_target(source: Source, archive: Path | None) -> str:
 
     fragment = f"#subdirectory={source.subdirectory}" if source.subdirectory else ""
     if source.kind == "dir" and source.local_path is not None:
-        return str(source.local_path / source.subdirectory) if source.subdirectory else str(source.local_path)
+        return str(_tree(source.local_path, source))
     if archive is not None:
         return path_to_url(str(archive)) + fragment if fragment else str(archive)
     return source.url + fragment

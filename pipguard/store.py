@@ -105,14 +105,11 @@ class Store:
         directory = self.entry_dir(key)
         try:
             entry = self._read(key, directory)
-        except FileNotFoundError:
-            if not os.path.lexists(directory):
-                return None
-            self._set_aside(directory, "a file of the entry is missing")
-            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            # A shard that is not a real directory is set aside whole: nothing is followed out of the cache.
             shard = directory.parent
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(directory) and not shard.is_symlink():
+                return None  # no entry yet
+            # A shard that is not a real directory is set aside whole: nothing is followed out of the cache.
             bad = shard if shard.is_symlink() or not shard.is_dir() else directory
             self._set_aside(bad, f"{type(exc).__name__}: {exc}")
             return None
