@@ -10,16 +10,16 @@ import signal
 import sys
 from types import FrameType
 
-from pipguard import __version__, pipseam, target
+from pipguard import __version__, _pip, target
 
 GUARDED_COMMANDS = ("install", "wheel", "uninstall")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    options, rest = pipseam.parse_general(args)
+    options, rest = _pip.parse_general(args)
     if options.version:
-        sys.stdout.write(f"pipguard {__version__} with {pipseam.version_line()}\n")
+        sys.stdout.write(f"pipguard {__version__} with {_pip.version_line()}\n")
         return 0
     if rest and rest[0] == "guard":
         from pipguard.commands import guard_main
@@ -34,18 +34,19 @@ def main(argv: list[str] | None = None) -> int:
 def run_here(args: list[str]) -> int:
     """Run pip in this process; install, wheel and uninstall go through the guard."""
     signal.signal(signal.SIGTERM, _interrupt)
-    options, rest = pipseam.parse_general(args)
+    options, rest = _pip.parse_general(args)
     command = rest[0] if rest else ""
     if command not in GUARDED_COMMANDS:
-        return pipseam.run_pip(args)  # pip alone: nothing more of pipguard's is loaded
+        return _pip.main(args)  # pip alone: nothing more of pipguard's is loaded
     from pipguard import display
 
     try:
+        from pipguard._pip.patches import run_pip
         from pipguard.guard import CacheGuard
     except Exception as exc:  # noqa: BLE001 - e.g. a dependency that does not run under this interpreter
         display.warn(f"cannot load the build cache under {sys.executable} ({exc}); running plain pip")
-        return pipseam.run_pip(args)
-    return pipseam.run_pip(args, CacheGuard, display.warn, display.set_verbosity)
+        return _pip.main(args)
+    return run_pip(args, CacheGuard)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -25,3 +25,17 @@ def keep_locked(path: Path, exclusive: bool = True) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if exclusive else os.open(path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
     return fd
+
+
+def try_lock_path(path: Path, exclusive: bool = False) -> bool:
+    """Whether ``path`` could be locked right now (the lock is dropped again): no live owner holds it.
+
+    A missing file has no owner either."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        return try_lock(fd, exclusive)
+    finally:
+        os.close(fd)

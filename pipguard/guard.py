@@ -1,6 +1,15 @@
-"""The guard pip's seam talks to: lock a source's key, look again, build once, publish, release.
+"""The guard pip's seam talks to: lock a source's key, look again, build once, share, release.
 
-Any failure of pipguard's own machinery (cache, lock, build child) ends in one warning and ``None``, which
+What is shared, and with whom:
+
+- an sdist or a VCS commit: the wheel goes into the cache, for every later install too (unless the
+  command says ``--no-cache-dir``);
+- a local tree, and anything under ``--no-cache-dir``: the wheel goes only to the processes that were
+  waiting for that very build (handoff.py); a later install builds again, as plain pip does;
+- a failed build: its output goes only to the processes that were waiting for it, which fail at once with
+  the same error; a later install tries again.
+
+A failure of pipguard's own machinery (cache, lock, build child) ends in one warning and ``None``, which
 tells the seam to let pip build as plain pip would: the cache can cost a duplicate build, never an install.
 """
 
@@ -12,18 +21,32 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import Timeout as LockTimeout
-
-from pipguard import builder, keys, locks, settings
+from pipguard import builder, keys, locks, records, settings
 from pipguard.display import Progress, info, warn
-from pipguard.pipseam import Source
+from pipguard.errors import MACHINERY_ERRORS, BuildFailed, CacheUnusable, SourceMismatch
+from pipguard.flocks import try_lock
 from pipguard.redact import redact
-from pipguard.store import CacheError, Store
+from pipguard.sources import Source
+from pipguard.store import Store
 
-_MACHINERY_ERRORS = (OSError, CacheError, LockTimeout, ValueError, RuntimeError)
+Result = tuple[Path, str | None]
+
+
+@dataclass
+class Plan:
+    """One source's build, decided before any lock: its key, its lock, whether the cache keeps it."""
+
+    source: Source
+    key: str
+    lock_key: str
+    persistent: bool  # into the cache for later installs, or handed to waiters only
+    sha256: str | None
+    archive: Path | None
+    work: Path | None
 
 
 class CacheGuard:
@@ -35,6 +58,7 @@ class CacheGuard:
             if message:
                 warn(message)
         self._ready: bool | None = None
+        self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
 
     # --- availability ----------------------------------------------------------------------------
 
@@ -44,7 +68,8 @@ class CacheGuard:
                 self.store.prepare(settings.trusts_shared_cache())
                 self.store.clean_tmp()
                 self._ready = True
-            except CacheError as exc:
+                atexit.register(self._leave)
+            except CacheUnusable as exc:
                 self._give_up(exc)
         return bool(self._ready)
 
@@ -56,56 +81,79 @@ class CacheGuard:
 
     # --- builds ----------------------------------------------------------------------------------
 
-    def wheel_for(self, source: Source) -> tuple[Path, str | None] | None:
+    def wheel_for(self, source: Source) -> Result | None:
+        """The wheel to install for ``source``, or None for plain pip.
+
+        Raises ``BuildFailed`` (pip reports it, nobody builds it again in this run) and ``SourceMismatch``
+        (pip downloads and checks the source itself)."""
         if not self._usable():
             return None
+        plan = None
         try:
-            return self._wheel_for(source)
-        except builder.BuildFailed as exc:
-            label = " ".join(filter(None, _name_and_version(source))) or _display_source(source)
-            warn(f"building {label} for the cache failed ({exc}); pip builds it itself")
-            return None
-        except _MACHINERY_ERRORS as exc:
+            plan = self._plan(source)
+            return self._wheel_for(plan)
+        except (BuildFailed, SourceMismatch):
+            raise
+        except MACHINERY_ERRORS as exc:
             self._give_up(exc)
             return None
-
-    def _wheel_for(self, source: Source) -> tuple[Path, str | None] | None:
-        work: Path | None = None
-        try:
-            identity, sha256, archive, work = self._identify(source)
-            key = keys.cache_key(identity, _option_material(source))
-            cached = source.options.cache_enabled
-            if cached and (entry := self.store.lookup(key)):
-                return entry.wheel, sha256
-            lock_key = keys.tree_lock_key(source.local_path) if source.kind == "dir" and source.local_path else key
-            name, version = _name_and_version(source)
-            subject = locks.Subject("build", lock_key, name, version, _display_source(source))
-            first_phase = "downloading" if source.kind == "archive" and archive is None else "building"
-            with locks.hold(
-                self.store.lock_path(lock_key), self.store.record_dir(lock_key), subject, self.timeout, first_phase
-            ) as holding:
-                if cached and (entry := self.store.lookup(key)):
-                    built_by = f"pid {holding.previous_holder.pid}" if holding.previous_holder else "another process"
-                    holding.end_wait(f"reusing the wheel {built_by} built")
-                    return entry.wheel, sha256
-                holding.end_wait("building it here" if holding.locked else "building it privately")
-                if work is None:
-                    work = self._new_work_dir()
-                if source.kind == "archive" and archive is None:
-                    archive = _download(source, work)
-                holding.phase("building")
-                wheel = self._build(source, archive, work, holding)
-                if not cached:
-                    keep = work
-                    work = None
-                    atexit.register(shutil.rmtree, keep, True)
-                    return wheel, sha256
-                holding.phase("publishing")
-                entry = self.store.publish(key, wheel, _manifest_source(source, sha256))
-                return entry.wheel, sha256
         finally:
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
+            if plan is not None and plan.work is not None:
+                shutil.rmtree(plan.work, ignore_errors=True)
+
+    def _wheel_for(self, plan: Plan) -> Result:
+        if plan.persistent and (entry := self.store.lookup(plan.key)):
+            return entry.wheel, plan.sha256
+        name, version = _name_and_version(plan.source)
+        subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
+        phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "building"
+        lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
+        with locks.hold(lock_path, record_dir, subject, self.timeout, phase) as holding:
+            reused = self._reuse(plan, holding)
+            if reused is not None:
+                return reused
+            holding.end_wait("building it here" if holding.locked else "building it privately")
+            return self._build_and_share(plan, holding)
+
+    def _reuse(self, plan: Plan, holding: locks.Holding) -> Result | None:
+        """What the build this process waited for left: its wheel, its failure, or the cache's entry."""
+        built_by = f"pid {holding.previous_holder.pid}" if holding.previous_holder else "another process"
+        if holding.wait_started is not None:
+            outcome = self.store.handoffs.since(plan.key, holding.wait_started)
+            if outcome is not None:
+                self._handed.add((plan.key, plan.lock_key))
+                if outcome.report is not None:
+                    holding.end_wait(f"the build {built_by} ran failed; reporting its error")
+                    raise BuildFailed(outcome.report)
+                if outcome.wheel is not None:
+                    self.store.handoffs.pin(outcome)
+                    holding.end_wait(f"reusing the wheel {built_by} built")
+                    return outcome.wheel, plan.sha256
+        if plan.persistent and (entry := self.store.lookup(plan.key)):
+            holding.end_wait(f"reusing the wheel {built_by} built")
+            return entry.wheel, plan.sha256
+        return None
+
+    def _build_and_share(self, plan: Plan, holding: locks.Holding) -> Result:
+        if plan.work is None:
+            plan.work = self._new_work_dir()
+        if plan.source.kind == "archive" and plan.archive is None:
+            plan.archive = _download(plan.source, plan.work)
+        holding.phase("building")
+        try:
+            wheel = self._build(plan, holding)
+        except BuildFailed as exc:
+            self._handed.add((plan.key, plan.lock_key))
+            self.store.handoffs.publish_failure(plan.key, exc.report)
+            raise
+        if not plan.persistent:
+            self._handed.add((plan.key, plan.lock_key))
+            outcome = self.store.handoffs.publish_wheel(plan.key, wheel, plan.sha256)
+            assert outcome.wheel is not None
+            return outcome.wheel, plan.sha256
+        holding.phase("publishing")
+        entry = self.store.publish(plan.key, wheel, _manifest_source(plan.source, plan.sha256))
+        return entry.wheel, plan.sha256
 
     def _new_work_dir(self) -> Path:
         work = self.store.new_build_dir()
@@ -113,29 +161,34 @@ class CacheGuard:
         atexit.register(_close_quietly, fd)
         return work
 
-    def _identify(self, source: Source) -> tuple[dict[str, Any], str | None, Path | None, Path | None]:
-        """What the source is (content, not URL), its sha256 if an archive, and a local copy if one exists."""
-        sub = source.subdirectory
+    def _plan(self, source: Source) -> Plan:
+        """Identify the source (content, not URL), check it against the user's hashes, choose its key."""
+        options = _option_material(source)
         if source.kind == "dir" and source.local_path is not None:
-            return {"kind": "dir", "fingerprint": keys.tree_fingerprint(source.local_path), "sub": sub}, None, None, None
+            key = keys.cache_key(keys.tree_key(source.local_path, source.subdirectory), options)
+            return Plan(source, key, keys.tree_lock_key(source.local_path), False, None, None, None)
+        persistent = source.options.cache_enabled
         if source.kind == "vcs":
-            return {"kind": "vcs", "url": redact(source.url), "commit": source.commit, "sub": sub}, None, None, None
-        work = None
-        archive = source.local_path
-        if archive is None and source.declared_sha256 is None:
-            work = self._new_work_dir()
-            archive = _download(source, work)
-        sha256: str | None
-        if archive is not None:
-            sha256 = keys.file_sha256(archive)
-            if source.declared_sha256 and sha256 != source.declared_sha256:
-                raise ValueError(f"{archive.name} does not match the sha256 its link declares")
-        else:
-            sha256 = source.declared_sha256
-        return {"kind": "archive", "sha256": sha256, "sub": sub}, sha256, archive, work
+            identity = {"kind": "vcs", "url": redact(source.url), "commit": source.commit, "sub": source.subdirectory}
+            key = keys.cache_key(identity, options)
+            return Plan(source, key, key, persistent, None, None, None)
+        plan = Plan(source, "", "", persistent, source.declared_sha256, source.local_path, None)
+        checked = source.sha256_allowed
+        needs_content = plan.sha256 is None or (checked is not None and not checked(plan.sha256))
+        if plan.archive is None and needs_content:
+            plan.work = self._new_work_dir()
+            plan.archive = _download(source, plan.work)
+        if plan.archive is not None:
+            plan.sha256 = keys.file_sha256(plan.archive)
+            if source.declared_sha256 and plan.sha256 != source.declared_sha256:
+                raise SourceMismatch(f"{plan.archive.name} does not match the sha256 its link declares")
+        if checked is not None and not checked(str(plan.sha256)):
+            raise SourceMismatch(f"{source.url.rsplit('/', 1)[-1]} does not match the hashes given")
+        plan.key = plan.lock_key = keys.cache_key({"kind": "archive", "sha256": plan.sha256, "sub": source.subdirectory}, options)
+        return plan
 
-    def _build(self, source: Source, archive: Path | None, work: Path, holding: locks.Holding) -> Path:
-        target = _build_target(source, archive)
+    def _build(self, plan: Plan, holding: locks.Holding) -> Path:
+        target = _build_target(plan.source, plan.archive)
         progress = Progress(holding.subject.what, waiting=False)
         started = time.monotonic()
         if progress.mode == "plain":
@@ -153,14 +206,32 @@ class CacheGuard:
             most_waiting = max(most_waiting, len(waiting))
             progress.tick(None, waiting)
 
+        name = plan.source.name or _name_and_version(plan.source)[0] or _display_source(plan.source)
+        options = plan.source.options
         try:
-            wheel = builder.build(target, source.options.cli_args, work, source.options.verbosity, tick)
+            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick)  # type: ignore[arg-type]
+        except BuildFailed:
+            info(f"building {holding.subject.what} failed after {time.monotonic() - started:.1f}s")
+            raise
         finally:
             progress.pause()
         tick()
         waited = f"; {most_waiting} process{'es' if most_waiting != 1 else ''} waited for it" if most_waiting else ""
         info(f"built {wheel.name} in {time.monotonic() - started:.1f}s{waited}")
         return wheel
+
+    def _leave(self) -> None:
+        """At exit: remove the handoffs this process made or used, unless someone still waits for them."""
+        self.store.handoffs.unpin_all()
+        for key, lock_key in self._handed:
+            with contextlib.suppress(OSError):
+                fd = os.open(self.store.lock_path(lock_key), os.O_RDWR)
+                try:
+                    # Under the lock: a waiter removes its record only once it holds the lock itself.
+                    if try_lock(fd, exclusive=True) and not _anyone_waiting(self.store.record_dir(lock_key)):
+                        self.store.handoffs.remove_unused(key)
+                finally:
+                    os.close(fd)
 
     # --- plain locks: environments, editable trees -------------------------------------------------
 
@@ -189,9 +260,13 @@ class CacheGuard:
                     )
                 )
                 holding.end_wait(outcome)
-            except _MACHINERY_ERRORS as exc:
+            except MACHINERY_ERRORS as exc:
                 self._give_up(exc)
             yield holding
+
+
+def _anyone_waiting(record_dir: Path) -> bool:
+    return any(p.role == "waiter" for p in records.read(record_dir))
 
 
 def _close_quietly(fd: int) -> None:
@@ -233,11 +308,14 @@ def _option_material(source: Source) -> dict[str, Any]:
     for name in source.options.build_constraint_files:
         path = Path(name)
         constraints.append(keys.file_sha256(path) if path.is_file() else redact(name))
-    return {
+    material: dict[str, Any] = {
         "config_settings": source.options.config_settings,
         "build_isolation": source.options.build_isolation,
         "build_constraints": constraints,
     }
+    if not source.options.build_isolation:
+        material["installed"] = keys.installed_distributions()
+    return material
 
 
 def _manifest_source(source: Source, sha256: str | None) -> dict[str, Any]:
@@ -257,13 +335,13 @@ def _download(source: Source, work: Path) -> Path:
     target.mkdir(exist_ok=True)
     path = source.download(target)
     if source.declared_sha256 and keys.file_sha256(path) != source.declared_sha256:
-        raise ValueError(f"{path.name} does not match the sha256 its link declares")
+        raise SourceMismatch(f"{path.name} does not match the sha256 its link declares")
     return path
 
 
 def _build_target(source: Source, archive: Path | None) -> str:
     """What the build child is given: a local path where there is one, the URL otherwise."""
-    from pipguard.pipseam import path_to_url
+    from pipguard._pip import path_to_url
 
     fragment = f"#subdirectory={source.subdirectory}" if source.subdirectory else ""
     if source.kind == "dir" and source.local_path is not None:

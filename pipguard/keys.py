@@ -2,7 +2,8 @@
 
 pip's own key (URL, link hash, subdirectory, interpreter name and version) misses config settings,
 build isolation, build constraints, compiler variables, ABI flags and libc. This key has them all, and
-identifies an sdist by the sha256 of its content rather than its URL.
+identifies an sdist by the sha256 of its content rather than its URL. A build without isolation also keys
+on the distributions installed in the target, since the build imports them.
 """
 
 from __future__ import annotations
@@ -40,12 +41,24 @@ BUILD_ENV_ALLOWLIST = (
     "NPY_LAPACK_ORDER",
     "PKG_CONFIG_PATH",
     "RUSTFLAGS",
-    "SETUPTOOLS_SCM_PRETEND_VERSION",
     "_PYTHON_HOST_PLATFORM",
 )
 
-# Directories a build writes into a source tree, or that never hold sources: not part of its identity.
-_SKIPPED_DIRS = frozenset({"__pycache__", "build", "dist"})
+# Families of variables that build backends read (setuptools-scm's per-project pretend versions,
+# hatch, pdm, scikit-build-core, maturin and cargo, numpy's build, pkg-config): any variable whose name
+# starts with one of these is part of the key.
+BUILD_ENV_PREFIXES = (
+    "SETUPTOOLS_SCM_",
+    "SETUPTOOLS_",
+    "HATCH_BUILD_",
+    "PDM_BUILD_",
+    "SKBUILD_",
+    "CMAKE_",
+    "MATURIN_",
+    "CARGO_BUILD_",
+    "NPY_",
+    "PKG_CONFIG",
+)
 
 
 def digest(material: Any) -> str:
@@ -65,7 +78,7 @@ def file_sha256(path: Path) -> str:
 @functools.cache
 def interpreter() -> dict[str, str]:
     """The running interpreter as far as a built wheel cares (pipguard runs under the target)."""
-    from pipguard.pipseam import most_specific_tag
+    from pipguard._pip import most_specific_tag
 
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
@@ -83,34 +96,29 @@ def interpreter() -> dict[str, str]:
 
 
 def build_environment() -> dict[str, str]:
-    return {name: os.environ[name] for name in BUILD_ENV_ALLOWLIST if name in os.environ}
+    """The variables that change what a backend builds (only their hash ever leaves the process)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in BUILD_ENV_ALLOWLIST or name.startswith(BUILD_ENV_PREFIXES)
+    }
 
 
-def tree_fingerprint(root: Path) -> str:
-    """Content fingerprint of a local source tree, ignoring what builds and tools write into it."""
-    h = hashlib.sha256()
-    for directory, subdirs, files in os.walk(root):
-        rel_dir = os.path.relpath(directory, root)
-        subdirs[:] = sorted(
-            d
-            for d in subdirs
-            if not d.startswith(".")
-            and not d.endswith(".egg-info")
-            and not (d in _SKIPPED_DIRS and (rel_dir == "." or d == "__pycache__"))
-            and not os.path.islink(os.path.join(directory, d))
-        )
-        for name in sorted(files):
-            if name.endswith((".pyc", ".pyo")):
-                continue
-            path = os.path.join(directory, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
-            if os.path.islink(path):
-                h.update(b"link:" + os.readlink(path).encode("utf-8", "surrogateescape"))
-            else:
-                h.update(file_sha256(Path(path)).encode())
-            h.update(b"\n")
-    return h.hexdigest()
+def installed_distributions() -> list[str]:
+    """``name==version`` of every distribution this interpreter sees, sorted.
+
+    A build without isolation imports its backend and build dependencies from the target environment,
+    so its wheel is reused only where the same distributions are installed."""
+    from importlib.metadata import distributions
+
+    from packaging.utils import canonicalize_name
+
+    found = set()
+    for dist in distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name:
+            found.add(f"{canonicalize_name(name)}=={dist.version}")
+    return sorted(found)
 
 
 def cache_key(identity: dict[str, Any], options: dict[str, Any]) -> str:
@@ -124,6 +132,11 @@ def cache_key(identity: dict[str, Any], options: dict[str, Any]) -> str:
             "env": build_environment(),
         }
     )
+
+
+def tree_key(path: Path, subdirectory: str | None) -> dict[str, Any]:
+    """A local tree's identity: where it is, never what it holds (its build is never reused later)."""
+    return {"kind": "dir", "path": os.path.realpath(path), "sub": subdirectory}
 
 
 def tree_lock_key(path: Path) -> str:

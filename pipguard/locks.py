@@ -50,6 +50,7 @@ class Holding:
 
     locked: bool
     waited: float
+    wait_started: float | None  # wall-clock time this process began to wait; None if it never waited
     previous_holder: Participant | None
     record: Record | None
     directory: Path
@@ -79,18 +80,20 @@ def hold(lock_path: Path, record_dir: Path, subject: Subject, timeout: float, ph
     """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out."""
     lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
     waited = 0.0
+    wait_started: float | None = None
     previous: Participant | None = None
     progress: Progress | None = None
     try:
         lock.acquire(blocking=False)
         locked = True
     except Timeout:
+        wait_started = time.time()
         locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout)
     record = None
     try:
         if locked:
             record = Record(record_dir, _participant("holder", subject, phase))
-        holding = Holding(locked, waited, previous, record, record_dir, subject, progress)
+        holding = Holding(locked, waited, wait_started, previous, record, record_dir, subject, progress)
         yield holding
         holding.end_wait("done")
     finally:

@@ -6,6 +6,7 @@ Layout under the cache root::
     v1/wheels/<k[:2]>/<key>/manifest.json    its sha256 and where it came from (no credentials)
     v1/locks/<key>.lock                      build and environment locks, never deleted
     v1/records/<key>/*.json                  who holds and who waits (records.py)
+    v1/handoffs/<key>/<stamp>/               outcomes handed to waiters only (handoff.py)
     v1/tmp/                                  builds in progress, on the same filesystem
 
 An entry is built in ``tmp/``, verified, and renamed into place whole, so readers see either nothing or
@@ -30,19 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard.flocks import keep_locked, try_lock
+from pipguard.errors import CacheUnusable, UntrustedCache
+from pipguard.flocks import keep_locked, try_lock, try_lock_path
+from pipguard.handoff import Handoffs
 from pipguard.keys import file_sha256
 
 LAYOUT_DIR = "v1"
 MANIFEST = "manifest.json"
-
-
-class CacheError(Exception):
-    """The cache cannot be used; pip goes on without it."""
-
-
-class UntrustedCache(CacheError):
-    """Other users can write to the cache: its wheels could be anyone's."""
 
 
 @dataclass(frozen=True)
@@ -65,16 +60,17 @@ class Store:
         self.locks = self.base / "locks"
         self.records = self.base / "records"
         self.tmp = self.base / "tmp"
+        self.handoffs = Handoffs(self.base / "handoffs", self.tmp)
         self._pins: list[int] = []
 
     def prepare(self, trust_shared: bool) -> None:
         """Create the layout (private to this user) and refuse a cache others can write to."""
         try:
             _private_mkdir(self.root)
-            for directory in (self.base, self.wheels, self.locks, self.records, self.tmp):
+            for directory in (self.base, self.wheels, self.locks, self.records, self.tmp, self.handoffs.root):
                 _private_mkdir(directory)
         except OSError as exc:
-            raise CacheError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
+            raise CacheUnusable(f"cannot create {self.root}: {exc.strerror or exc}") from exc
         if trust_shared:
             return
         for directory in (self.root, self.base, self.wheels):
@@ -87,7 +83,7 @@ class Store:
                     f"{directory} can be written by other users; set PIPGUARD_TRUST_SHARED_CACHE=1 to use it anyway"
                 )
         if not os.access(self.base, os.W_OK):
-            raise CacheError(f"{self.base} is not writable")
+            raise CacheUnusable(f"{self.base} is not writable")
 
     def entry_dir(self, key: str) -> Path:
         return self.wheels / key[:2] / key
@@ -190,7 +186,7 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
         entry = self.lookup(key)
         if entry is None:
-            raise CacheError(f"entry {key[:12]} vanished right after publishing")
+            raise CacheUnusable(f"entry {key[:12]} vanished right after publishing")
         return entry
 
     # --- maintenance (guard cache) ---------------------------------------------------------------
@@ -242,18 +238,12 @@ class Store:
                 shutil.rmtree(child, ignore_errors=True)
             except OSError:
                 continue
+        self.handoffs.sweep(older_than)
 
 
 def in_use(build_dir: Path) -> bool:
     """A builder keeps ``<dir>/.owner`` locked while it lives."""
-    owner = build_dir / ".owner"
-    if not owner.exists():
-        return False
-    fd = os.open(owner, os.O_RDONLY)
-    try:
-        return not try_lock(fd)
-    finally:
-        os.close(fd)
+    return not try_lock_path(build_dir / ".owner")
 
 
 def check_wheel(wheel: Path) -> None:
@@ -261,9 +251,9 @@ def check_wheel(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         bad = archive.testzip()
         if bad is not None:
-            raise CacheError(f"{wheel.name}: corrupt member {bad}")
+            raise CacheUnusable(f"{wheel.name}: corrupt member {bad}")
         if not any(name.endswith(".dist-info/RECORD") for name in archive.namelist()):
-            raise CacheError(f"{wheel.name}: no dist-info RECORD")
+            raise CacheUnusable(f"{wheel.name}: no dist-info RECORD")
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ import os
 import sys
 from optparse import Values
 
-from pipguard import pipseam
+from pipguard import _pip
 
 # Top-level packages pipguard needs under the target interpreter, served from pipguard's own environment.
 _PACKAGES = ("pipguard", "pip", "filelock", "platformdirs", "packaging", "rich", "markdown_it", "mdurl", "pygments")
@@ -21,14 +21,14 @@ _PACKAGES = ("pipguard", "pip", "filelock", "platformdirs", "packaging", "rich",
 
 def choose(options: Values) -> str | None:
     """The interpreter to re-run under, or None to run in this process."""
-    if pipseam.RUNNER_ENV in os.environ:
+    if _pip.RUNNER_ENV in os.environ:
         return None
     if options.python:
         # pip reports an interpreter it cannot find; running here lets it say so in its own words.
-        return pipseam.identify_interpreter(options.python)
+        return _pip.identify_interpreter(options.python)
     venv = os.environ.get("VIRTUAL_ENV")
     if venv and os.path.isdir(venv) and not _same_path(venv, sys.prefix):
-        return pipseam.identify_interpreter(venv)
+        return _pip.identify_interpreter(venv)
     return None
 
 
@@ -47,7 +47,7 @@ def exec_under(interpreter: str, args: list[str]) -> None:
         if spec is not None and spec.submodule_search_locations:
             sources[name] = os.path.dirname(list(spec.submodule_search_locations)[0])
     env = dict(os.environ)
-    env[pipseam.RUNNER_ENV] = "1"
+    env[_pip.RUNNER_ENV] = "1"
     env["PIPGUARD_SOURCES"] = json.dumps(sources)
     env.setdefault("PIPGUARD_ARGV", json.dumps(["pipguard", *args]))
     runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")

@@ -1,0 +1,83 @@
+"""Everything pipguard knows about pip's internals, and the pip versions it knows them for.
+
+``SUPPORTED`` is the one statement of the supported range: pyproject.toml pins the same range, bin/test
+tests its two ends (``TESTED``), and :func:`is_supported` gates the seam at run time. Outside the range,
+or when a patch point is missing, pipguard warns once and runs plain pip.
+
+Modules: ``patches`` (the table of patch points, attach and detach), ``describe`` (pip's objects turned
+into pipguard's plain ``Source``), ``failure`` (a failed build reported in pip's own words). This module
+holds the small read-only helpers the rest of pipguard uses (version, parser, runner, tags).
+"""
+
+from __future__ import annotations
+
+import os
+from optparse import Values
+
+SUPPORTED = ">=25.3,<26.4"
+TESTED = ("25.3", "26.3")  # oldest and newest: bin/_venvs.sh and the tests read these
+# Set by pip (and pipguard) in a process that already runs under the target interpreter.
+RUNNER_ENV = "_PIP_RUNNING_IN_SUBPROCESS"
+
+
+def pip_version() -> str:
+    import pip
+
+    return pip.__version__
+
+
+def is_supported() -> bool:
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(SUPPORTED).contains(pip_version(), prereleases=True)
+
+
+def pip_location() -> str:
+    import pip
+
+    return os.path.dirname(os.path.abspath(pip.__file__))
+
+
+def version_line() -> str:
+    """pip's own ``--version`` text (e.g. ``pip 26.3 from /x/pip (python 3.12)``)."""
+    from pip._internal.utils.misc import get_pip_version
+
+    return get_pip_version()
+
+
+def parse_general(args: list[str]) -> tuple[Values, list[str]]:
+    """Split pip's general options from the rest, as pip does (including PIP_* and config)."""
+    from pip._internal.cli.main_parser import create_main_parser
+
+    return create_main_parser().parse_args(args)
+
+
+def identify_interpreter(python: str) -> str | None:
+    from pip._internal.cli.main_parser import identify_python_interpreter
+
+    return identify_python_interpreter(python)
+
+
+def runner_script() -> str:
+    """pip's own runner: runs exactly this pip under any interpreter, without pipguard in the way."""
+    return os.path.join(pip_location(), "__pip-runner__.py")
+
+
+def path_to_url(path: str) -> str:
+    from pip._internal.utils.urls import path_to_url as to_url
+
+    return to_url(path)
+
+
+def most_specific_tag() -> str:
+    """The interpreter's best wheel tag (platform, glibc or musl, ABI), from the tags pip itself uses."""
+    from pip._vendor.packaging import tags
+
+    return str(next(iter(tags.sys_tags()), ""))
+
+
+def main(args: list[str]) -> int:
+    """pip's own main, in this process."""
+    from pip._internal.cli.main import main as pip_main
+
+    return pip_main(args)

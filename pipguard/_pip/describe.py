@@ -1,0 +1,216 @@
+"""pip's objects (link, requirement template, finder, options) turned into pipguard's plain ``Source``.
+
+Two rules from "never weaker than pip" live here:
+
+- **Hashes.** Where pip would check a requirement's hashes, the source carries the check, and where pip
+  would refuse the requirement outright (a directory or VCS link in hash-checking mode, an unpinned or
+  unhashed requirement), there is no source at all: pip refuses it in its own words, before anything runs.
+- **Index scope.** The build child gets the scope of the finder this command really uses, which lines of
+  ``-r`` files change after the options were parsed (``--no-index``, ``--find-links``, ``--index-url``,
+  ``--trusted-host``, ``--pre``...), forwarded the way pip forwards it to its own build-dependency installs.
+"""
+
+from __future__ import annotations
+
+from optparse import Values
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipguard.sources import BuildOptions, Source
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pip._internal.index.package_finder import PackageFinder
+    from pip._internal.models.link import Link
+    from pip._internal.req.req_install import InstallRequirement
+    from pip._internal.resolution.resolvelib.factory import Factory
+
+# Options pip reads from the command line, variables and config only (never from -r lines).
+_FROM_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("timeout", "--timeout", "value"),
+    ("retries", "--retries", "value"),
+    ("keyring_provider", "--keyring-provider", "value"),
+    ("check_build_deps", "--check-build-dependencies", "flag"),
+    ("build_constraints", "--build-constraint", "list"),
+)
+
+
+def source_for(
+    factory: Factory, link: Link, name: str | None, template: InstallRequirement | None, options: Values
+) -> Source | None:
+    """Describe ``link`` if it is a source pipguard builds, else None (pip handles it as plain pip)."""
+    if link.is_wheel:
+        return None
+    pip_refuses, sha256_allowed = _hash_check(factory, link, template)
+    if pip_refuses:
+        return None
+    kind, local, commit = _kind(link)
+    if kind is None or (kind == "vcs" and commit is None):
+        return None
+    if template is not None and template.req is not None:
+        name = template.req.name  # as the user (or the dependency's metadata) wrote it, as pip names it
+    version = None
+    if kind == "archive":
+        from pip._internal.utils.filetypes import is_archive_file
+
+        if not is_archive_file(link.filename):
+            return None
+        parsed = _parse_sdist_filename(link.filename)
+        if parsed is not None:
+            name = name or parsed[0]
+            version = parsed[1]
+
+    def download(dest: Path) -> Path:
+        path, _content_type = factory.preparer._download(link, str(dest))
+        return Path(path)
+
+    return Source(
+        kind=kind,
+        url=link.url_without_fragment,
+        name=str(name) if name else None,
+        version=version,
+        subdirectory=link.subdirectory_fragment,
+        local_path=local,
+        declared_sha256=link.hash if link.hash_name == "sha256" else None,
+        commit=commit,
+        options=build_options(factory._finder, options, template),
+        download=download,
+        sha256_allowed=sha256_allowed,
+    )
+
+
+def _kind(link: Link) -> tuple[str | None, Path | None, str | None]:
+    if link.is_vcs:
+        return "vcs", None, pinned_commit(link)
+    if link.is_existing_dir():
+        return "dir", Path(link.file_path), None
+    if link.is_file:
+        return "archive", Path(link.file_path), None
+    if link.scheme in ("http", "https"):
+        return "archive", None, None
+    return None, None, None
+
+
+def _hash_check(
+    factory: Factory, link: Link, template: InstallRequirement | None
+) -> tuple[bool, Callable[[str], bool] | None]:
+    """(whether pipguard must stay out, the user's sha256 check for this link or None if pip checks none).
+
+    Mirrors ``RequirementPreparer._get_linked_req_hashes``. A cached wheel satisfies pip's hash mode only
+    through a sha256 of its source archive, so a requirement hashed with other algorithms alone is left
+    to plain pip."""
+    require = bool(factory.preparer.require_hashes)
+    has_options = template is not None and template.has_hash_options
+    if not require and not has_options:
+        return False, None
+    if require and (link.is_vcs or link.is_existing_dir()):
+        return True, None  # pip: "Can't verify hashes for these ... requirements"
+    if template is None or (require and template.req is not None and not template.is_direct and not template.is_pinned):
+        return True, None  # pip: "Hashes are required in --require-hashes mode ... pinned with =="
+    hashes = template.hashes(trust_internet=False)
+    if not hashes or not hashes._allowed.get("sha256"):
+        return True, None
+    return False, lambda sha256: hashes.is_hash_allowed("sha256", sha256)
+
+
+def _parse_sdist_filename(filename: str) -> tuple[str, str] | None:
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+
+    try:
+        name, version = parse_sdist_filename(filename)
+    except InvalidSdistFilename:
+        return None
+    return str(name), str(version)
+
+
+def pinned_commit(link: Link) -> str | None:
+    """The commit a VCS link is pinned to, if it names an immutable one (as pip's own cache decides)."""
+    from pip._internal.vcs import vcs
+
+    backend = vcs.get_backend_for_scheme(link.scheme)
+    if backend is None:
+        return None
+    _url, rev, _auth = backend.get_url_rev_and_auth(link.url_without_fragment)
+    if rev and len(rev) in (40, 64) and all(c in "0123456789abcdef" for c in rev.lower()):
+        return rev.lower()
+    return None
+
+
+def build_options(finder: PackageFinder, options: Values, template: InstallRequirement | None) -> BuildOptions:
+    """The child's options: the finder's scope, then what only the command line sets, then the build's own."""
+    args = finder_args(finder) + _option_args(options)
+    if not options.build_isolation:
+        args.append("--no-build-isolation")
+    settings: dict[str, Any] = dict(options.config_settings or {})
+    settings.update(getattr(template, "config_settings", None) or {})
+    for key, value in sorted(settings.items()):
+        for item in value if isinstance(value, list) else [value]:
+            args += ["--config-settings", f"{key}={item}"]
+    return BuildOptions(
+        child_args=tuple(args),
+        config_settings=settings,
+        build_isolation=bool(options.build_isolation),
+        build_constraint_files=tuple(getattr(options, "build_constraints", None) or ()),
+        cache_enabled=bool(options.cache_dir),
+        verbosity=verbosity(options),
+    )
+
+
+def finder_args(finder: PackageFinder) -> list[str]:
+    """The finder's effective scope as options, as pip passes it to its own build-dependency installs."""
+    args: list[str] = []
+    for attr in ("no_binary", "only_binary"):
+        formats = getattr(finder.format_control, attr)
+        args += ["--" + attr.replace("_", "-"), ",".join(sorted(formats or {":none:"}))]
+    release_control = getattr(finder, "release_control", None)  # pip 26.0+
+    if release_control is not None:
+        for attr, value in release_control.get_ordered_args():
+            args += ["--" + attr.replace("_", "-"), value]
+    elif getattr(finder, "allow_all_prereleases", False):  # pip 25.x
+        args.append("--pre")
+    index_urls = finder.index_urls
+    if index_urls:
+        args += ["--index-url", index_urls[0]]
+        for extra in index_urls[1:]:
+            args += ["--extra-index-url", extra]
+    else:
+        args.append("--no-index")
+    for link in finder.find_links:
+        args += ["--find-links", link]
+    if finder.proxy:
+        args += ["--proxy", finder.proxy]
+    if getattr(finder, "no_proxy_env", False):
+        args.append("--no-proxy-env")
+    for host in finder.trusted_hosts:
+        args += ["--trusted-host", host]
+    if finder.custom_cert:
+        args += ["--cert", finder.custom_cert]
+    if finder.client_cert:
+        args += ["--client-cert", finder.client_cert]
+    if finder.prefer_binary:
+        args.append("--prefer-binary")
+    uploaded_prior_to = getattr(finder, "uploaded_prior_to", None)
+    if uploaded_prior_to:
+        args += ["--uploaded-prior-to", uploaded_prior_to.isoformat()]
+    return args
+
+
+def _option_args(options: Values) -> list[str]:
+    args: list[str] = []
+    for dest, flag, kind in _FROM_OPTIONS:
+        value = getattr(options, dest, None)
+        if value in (None, False, [], ""):
+            continue
+        if kind == "flag":
+            args.append(flag)
+        elif kind == "list":
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def verbosity(options: Values) -> int:
+    return int(getattr(options, "verbose", 0) or 0) - int(getattr(options, "quiet", 0) or 0)

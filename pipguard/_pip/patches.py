@@ -1,0 +1,333 @@
+"""The seam: every patch pipguard applies to pip, in one table, with a way to take them all off.
+
+Each row of ``PATCHES`` names one attribute of pip and the hook that wraps it. :func:`attach` checks every
+row first (a pip that lacks one gets no patch at all: plain pip after one warning), then patches, and
+returns a function that restores pip as it was. The hooks share one :class:`Seam`: the state of the one
+command this process runs.
+
+The patch points, all in pip's install and wheel commands and their resolver:
+
+- ``Factory.get_wheel_cache_entry``: pip asks it, once per candidate link, whether a locally built wheel
+  exists. It is the first moment pip needs a source distribution, so pipguard answers there: lock the
+  source's key, look, build once, publish, release, and return a cache entry for the wheel. pip then goes
+  on exactly as on a hit in its own wheel cache (no sdist preparation, hashes checked against the source
+  archive's recorded hash, ``direct_url.json`` from the entry's origin).
+- ``LinkCandidate.__init__``: the requirement template of the link being looked up (its hashes and
+  ``--config-settings``), and the name of an unnamed requirement (``./tree``), learnt from the wheel built
+  for it as if the user had written ``name @ url`` (pip would otherwise prepare it in-tree, unlocked).
+- ``InstallCommand.run`` / ``WheelCommand.run``: the parsed options and which command runs.
+- ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
+  build in place, so they are locked by their path (never cached, as pip never caches them).
+- ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from optparse import Values
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pipguard import display
+from pipguard._pip import describe, failure
+from pipguard.errors import MACHINERY_ERRORS, BuildFailed, SeamUnavailable, SourceMismatch
+from pipguard.sources import Source
+
+if TYPE_CHECKING:
+    from pip._internal.cache import CacheEntry
+    from pip._internal.models.link import Link
+    from pip._internal.req.req_install import InstallRequirement
+    from pip._internal.resolution.resolvelib.factory import Factory
+
+
+class Guard(Protocol):
+    """What the seam asks of pipguard's cache and locks."""
+
+    def wheel_for(self, source: Source) -> tuple[Path, str | None] | None:
+        """(wheel path, source sha256) to install, or None to let pip build as plain pip.
+
+        Raises ``BuildFailed`` when the backend failed (pip must not build it again) and
+        ``SourceMismatch`` when the source is not what its link or the user's hashes say."""
+
+    def environment_lock(self, scope: str) -> contextlib.AbstractContextManager[object]:
+        """Serialize installs into one environment (``scope`` is its real path)."""
+
+    def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
+        """Serialize builds in one source tree (editables: locked, never cached)."""
+
+
+@dataclass
+class Seam:
+    """The state of the one pip command this process runs, shared by every hook."""
+
+    make_guard: Callable[[], Guard]
+    options: Values | None = None
+    command: str | None = None
+    template: InstallRequirement | None = None  # of the candidate being created
+    exit_stack: contextlib.ExitStack | None = None
+    found: dict[str, tuple[Path, str | None] | None] = field(default_factory=dict)
+    _guard: Guard | None = None
+
+    @property
+    def guard(self) -> Guard:
+        if self._guard is None:
+            self._guard = self.make_guard()
+        return self._guard
+
+    def lock_or_none(self, make: Callable[[Guard], contextlib.AbstractContextManager[object]]) -> Any:
+        """A lock from the guard, or (after a warning) none: locking never fails an install."""
+        try:
+            return make(self.guard)
+        except MACHINERY_ERRORS as exc:
+            display.warn(f"going on without a lock ({type(exc).__name__}: {exc})")
+            return contextlib.nullcontext()
+
+    def wheel_for(self, factory: Factory, link: Link, name: str | None) -> tuple[Path, str | None] | None:
+        """The guard's wheel for ``link``, asked once per link and command."""
+        if link.url in self.found:
+            return self.found[link.url]
+        result = None
+        if self.options is not None and self.command is not None and not self._dry_run():
+            source = describe.source_for(factory, link, name, self.template, self.options)
+            if source is not None:
+                result = self._ask_guard(source)
+        self.found[link.url] = result
+        return result
+
+    def entry_is_persistent(self) -> bool:
+        """Whether pip should treat the wheel as one from its own cache.
+
+        Always where pip checks hashes: only for such an entry does pip check the source archive's
+        recorded sha256 rather than the wheel's own (which could never match)."""
+        if self.options is None:
+            return False
+        hashed = self.options.require_hashes or (self.template is not None and self.template.has_hash_options)
+        return bool(self.options.cache_dir or hashed)
+
+    def _dry_run(self) -> bool:
+        return self.command == "install" and bool(getattr(self.options, "dry_run", False))
+
+    def _ask_guard(self, source: Source) -> tuple[Path, str | None] | None:
+        try:
+            return self.guard.wheel_for(source)
+        except BuildFailed as exc:
+            raise failure.error_for(exc.report, self.command or "install") from None
+        except SourceMismatch:
+            return None  # pip downloads it and reports the mismatch in its own words
+        except MACHINERY_ERRORS as exc:
+            display.warn(f"cache unavailable ({type(exc).__name__}: {exc}); building as plain pip")
+            return None
+
+
+# --- hooks: each takes the original and the seam, and returns what replaces the original -------------
+
+
+def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[..., int]]:
+    def hook(original: Callable[..., int], seam: Seam) -> Callable[..., int]:
+        def run(self: Any, options: Values, args: list[str]) -> int:
+            display.set_verbosity(describe.verbosity(options))
+            seam.options, seam.command = options, name
+            with contextlib.ExitStack() as stack:
+                seam.exit_stack = stack
+                try:
+                    return original(self, options, args)
+                finally:
+                    seam.exit_stack = None
+
+        return run
+
+    return hook
+
+
+def _uninstall_run(original: Callable[..., int], seam: Seam) -> Callable[..., int]:
+    def run(self: Any, options: Values, args: list[str]) -> int:
+        display.set_verbosity(describe.verbosity(options))
+        with seam.lock_or_none(lambda g: g.environment_lock(sys.prefix)):
+            return original(self, options, args)
+
+    return run
+
+
+def _install_given_reqs(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def install_given_reqs(*args: Any, **kwargs: Any) -> Any:
+        if seam.options is not None and seam.exit_stack is not None:
+            # Held until the install command returns, so a --target move is covered too.
+            scope = install_scope(seam.options)
+            seam.exit_stack.enter_context(seam.lock_or_none(lambda g: g.environment_lock(scope)))
+        return original(*args, **kwargs)
+
+    return install_given_reqs
+
+
+@contextlib.contextmanager
+def _editable_tree_lock(seam: Seam, req: InstallRequirement) -> Iterator[object]:
+    tree = req.source_dir or (req.link.file_path if req.link and req.link.is_existing_dir() else None)
+    if not req.editable or not tree or seam.options is None:
+        yield None
+        return
+    with seam.lock_or_none(lambda g: g.tree_lock(tree, req.name or "")) as held:
+        yield held
+
+
+def _prepare_editable(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def prepare_editable_requirement(self: Any, req: InstallRequirement) -> Any:
+        with _editable_tree_lock(seam, req):
+            return original(self, req)
+
+    return prepare_editable_requirement
+
+
+def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def build_one(req: InstallRequirement, *args: Any, **kwargs: Any) -> Any:
+        with _editable_tree_lock(seam, req):
+            return original(req, *args, **kwargs)
+
+    return build_one
+
+
+def _candidate_init(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
+    def candidate_init(
+        self: Any, link: Link, template: InstallRequirement, factory: Factory, name: Any = None, version: Any = None
+    ) -> None:
+        previous, seam.template = seam.template, template
+        try:
+            if name is None and template.req is None:
+                # An unnamed requirement (``./tree``, a bare URL): pip learns the name by preparing it,
+                # in-tree. Build it through the guard first and name it after its wheel, exactly as if
+                # the user had written ``name @ url``.
+                result = seam.wheel_for(factory, link, None)
+                if result is not None:
+                    name = _name_requirement(template, link, result[0])
+            original(self, link, template, factory, name, version)
+        finally:
+            seam.template = previous
+
+    return candidate_init
+
+
+def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
+        result = seam.wheel_for(self, link, name)
+        if result is None:
+            return original(self, link, name)
+        return _cache_entry(link, result[0], result[1], persistent=seam.entry_is_persistent())
+
+    return get_wheel_cache_entry
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One attribute of pip (``module:Class.attr`` or ``module:function``) and the hook that wraps it."""
+
+    target: str
+    hook: Callable[[Any, Seam], Any]
+
+    def resolve(self) -> tuple[Any, str]:
+        module_name, _, path = self.target.partition(":")
+        owner: Any = importlib.import_module(module_name)
+        *parents, attr = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        return owner, attr
+
+
+_INTERNAL = "pip._internal."
+PATCHES: tuple[Patch, ...] = (
+    Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
+    Patch(_INTERNAL + "commands.wheel:WheelCommand.run", _command_run("wheel")),
+    Patch(_INTERNAL + "commands.uninstall:UninstallCommand.run", _uninstall_run),
+    Patch(_INTERNAL + "commands.install:install_given_reqs", _install_given_reqs),
+    Patch(_INTERNAL + "operations.prepare:RequirementPreparer.prepare_editable_requirement", _prepare_editable),
+    Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
+    Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
+    Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
+)
+
+
+def attach(make_guard: Callable[[], Guard], patches: tuple[Patch, ...] = PATCHES) -> Callable[[], None]:
+    """Check every patch point, then patch them all; return the function that restores pip."""
+    from pipguard._pip import SUPPORTED, is_supported, pip_version
+
+    if not is_supported():
+        raise SeamUnavailable(f"pip {pip_version()} is outside the supported range {SUPPORTED}")
+    resolved = []
+    for patch in patches:
+        try:
+            owner, attr = patch.resolve()
+        except (ImportError, AttributeError):
+            owner, attr = None, ""
+        if owner is None or not callable(getattr(owner, attr, None)):
+            raise SeamUnavailable(f"pip {pip_version()} has no {patch.target}")
+        resolved.append((patch, owner, attr, getattr(owner, attr)))
+    seam = Seam(make_guard)
+    for patch, owner, attr, original in resolved:
+        setattr(owner, attr, patch.hook(original, seam))
+
+    def detach() -> None:
+        for _patch, owner, attr, original in reversed(resolved):
+            setattr(owner, attr, original)
+
+    return detach
+
+
+def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None) -> int:
+    """pip's main in this process; with ``make_guard``, install and wheel go through the seam."""
+    from pipguard._pip import main
+
+    if make_guard is not None:
+        try:
+            attach(make_guard)
+        except (SeamUnavailable, ImportError) as exc:
+            display.warn(f"running plain pip: {exc}")
+    return main(args)
+
+
+# --- what the hooks hand to pip ------------------------------------------------------------------------
+
+
+def _name_requirement(template: InstallRequirement, link: Link, wheel: Path) -> Any:
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+    from pip._internal.utils.packaging import get_requirement
+
+    name = parse_wheel_filename(wheel.name)[0]
+    template.req = get_requirement(f"{name} @ {link.url}")
+    return canonicalize_name(name)
+
+
+def install_scope(options: Values) -> str:
+    """The directory an install writes into, as pip decides it."""
+    for value in (options.target_dir, options.prefix_path, options.root_path):
+        if value:
+            return os.path.realpath(value)
+    if options.use_user_site:
+        import site
+
+        return os.path.realpath(site.getusersitepackages())
+    return os.path.realpath(sys.prefix)
+
+
+def _cache_entry(link: Link, wheel: Path, sha256: str | None, persistent: bool) -> CacheEntry:
+    """A pip cache entry for ``wheel`` whose origin is this process's own link (not a shared file).
+
+    The origin records the source archive's sha256 as plain pip does after downloading it, which is also
+    what pip checks ``--require-hashes`` against when it uses a cached wheel.
+    """
+    from pip._internal.cache import CacheEntry
+    from pip._internal.models.link import Link as PipLink
+    from pip._internal.utils.direct_url_helpers import direct_url_from_link
+    from pip._internal.utils.urls import path_to_url
+
+    origin_link = link
+    if sha256 and not link.is_vcs and not link.is_existing_dir() and link.hash_name != "sha256":
+        fragment = f"#sha256={sha256}"
+        if link.subdirectory_fragment:
+            fragment += f"&subdirectory={link.subdirectory_fragment}"
+        origin_link = PipLink(link.url_without_fragment + fragment)
+    entry = CacheEntry(PipLink(path_to_url(str(wheel))), persistent=persistent)
+    entry.origin = direct_url_from_link(origin_link, link_is_in_wheel_cache=True)
+    return entry
