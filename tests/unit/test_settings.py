@@ -31,7 +31,9 @@ def test_lock_timeout_unset_or_empty_is_the_default(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("raw", ["soon", "-5", "-0.1", "nan", "10s"])
-def test_lock_timeout_invalid_or_negative_is_ignored_with_a_complaint(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+def test_lock_timeout_invalid_or_negative_is_ignored_with_a_complaint(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
     monkeypatch.setenv("PIPGUARD_LOCK_TIMEOUT", raw)
     seconds, complaint = settings.lock_timeout()
     assert seconds == settings.DEFAULT_LOCK_TIMEOUT
