@@ -5,6 +5,9 @@ python=${PYTHON:-python3}
 venvs="$root/.venvs"
 newest_pip="26.3"
 oldest_pip="25.3"
+# The last pip release below the supported range: tests check that it gets plain pip. tests/support/versions.py
+# reads all three, so the versions the suite names live here only.
+below_range_pip="25.2"
 
 ensure_venv() {
     local dir="$venvs/pip-$1"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-# scheme://anything-before-@ in a URL, anywhere in a string (command lines carry URLs among other words).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
+# scheme://anything-before-the-last-@ of a URL's authority, anywhere in a string (command lines carry URLs
+# among other words). The last @, as pip and urllib split it: a raw @ in a password is part of the secret.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s]*)@")
 
 
 def redact(text: str) -> str:

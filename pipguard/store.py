@@ -27,6 +27,7 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,13 +248,18 @@ def in_use(build_dir: Path) -> bool:
 
 
 def check_wheel(wheel: Path) -> None:
-    """A published wheel is a complete zip with a dist-info: refuse anything else."""
-    with zipfile.ZipFile(wheel) as archive:
-        bad = archive.testzip()
-        if bad is not None:
-            raise CacheUnusable(f"{wheel.name}: corrupt member {bad}")
-        if not any(name.endswith(".dist-info/RECORD") for name in archive.namelist()):
-            raise CacheUnusable(f"{wheel.name}: no dist-info RECORD")
+    """A published wheel is a complete zip with a dist-info: refuse anything else (as a CacheUnusable, which
+    callers handle, rather than zipfile's own errors, which they would not)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            bad = archive.testzip()
+            names = archive.namelist()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CacheUnusable(f"{wheel.name}: not a complete zip archive ({exc})") from exc
+    if bad is not None:
+        raise CacheUnusable(f"{wheel.name}: corrupt member {bad}")
+    if not any(name.endswith(".dist-info/RECORD") for name in names):
+        raise CacheUnusable(f"{wheel.name}: no dist-info RECORD")
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from conftest import Dists, World
 from support.envs import clean_env
 from support.processes import install_args
+from support.versions import BELOW_RANGE_PIP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +55,10 @@ def test_pip_outside_the_supported_range_runs_plain_pip_after_one_warning(world:
     env_dir = world.root / "old-pip"
     python = env_dir / "bin" / "python"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, env=clean_env())
-    installs = [["pip==25.2", "filelock", "platformdirs", "packaging", "rich"], ["--no-deps", "-e", str(REPO)]]
+    installs = [
+        [f"pip=={BELOW_RANGE_PIP}", "filelock", "platformdirs", "packaging", "rich"],
+        ["--no-deps", "-e", str(REPO)],
+    ]
     for args in installs:
         subprocess.run(
             # The machine's own pip configuration (mirrors, certificates) applies to these downloads.
@@ -65,6 +69,6 @@ def test_pip_outside_the_supported_range_runs_plain_pip_after_one_warning(world:
     result = old.pipguard(*install_args(venv, dists.index.url, "alpha"))
     assert result.returncode == 0, result.output
     warnings = result.warnings()
-    assert len(warnings) == 1 and "25.2" in warnings[0] and "plain pip" in warnings[0], warnings
+    assert len(warnings) == 1 and BELOW_RANGE_PIP in warnings[0] and "plain pip" in warnings[0], warnings
     assert (old.site_packages(venv) / "alpha").is_dir()
     assert not (world.cache / "v1" / "wheels").exists() or not any((world.cache / "v1" / "wheels").rglob("*.whl"))

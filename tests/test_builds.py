@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from conftest import Dists, World
-from support.processes import install_args, install_cmd
+from conftest import Dists, Process, World
+from support.processes import Crew, Gate, holder_awaited_by, install_args, install_cmd, status, wait_for
 
 
 def test_eight_concurrent_installs_of_one_sdist_build_once(any_pip_world: World, dists: Dists) -> None:
@@ -62,24 +63,78 @@ def test_eight_concurrent_installs_of_one_local_tree(world: World, tree) -> None
     assert (world.site_packages(venvs[0]) / "treepkg" / "added.py").is_file()
 
 
-def test_plain_pip_fails_where_pipguard_succeeds_on_one_tree(world: World, tree) -> None:  # type: ignore[no-untyped-def]
-    """The setuptools#3119 race, reproduced with plain pip, for contrast (in-tree scratch collides)."""
-    venvs = [world.venv(f"v{i}") for i in range(4)]
-    results = world.run_parallel(
-        [world.pip_cmd("--python", str(v), "install", "--no-index", str(tree)) for v in venvs],
-        env={"FIXTURE_BUILD_SECONDS": "1"},
-    )
-    assert any(r.returncode != 0 for r in results)
-    assert world.hooks("build_wheel", "treepkg") + world.hooks("prepare_metadata_for_build_wheel", "treepkg") > 1
+def _second_starts_while_first_is_held(
+    world: World, crew: Crew, gate: Gate, commands: list[list[str]]
+) -> tuple[Process, Process]:
+    """Start the first command and wait until its build is held at the gate, then start the second.
+
+    From then on the first is inside its build for as long as the test keeps the gate shut: whatever the
+    second does meanwhile happens during that build, with no timing involved."""
+    first = crew.start(commands[0], "first", env=gate.env)
+    gate.wait_started(1, "the first build to be held at the gate", explain=first.stderr_so_far)
+    return first, crew.start(commands[1], "second", env=gate.env)
 
 
-def test_editable_installs_of_one_tree_are_locked(world: World, tree) -> None:  # type: ignore[no-untyped-def]
-    venvs = [world.venv(f"v{i}") for i in range(4)]
-    results = world.run_parallel(
-        [world.pipguard_cmd("--python", str(v), "install", "--no-index", "-e", str(tree)) for v in venvs],
-        env={"FIXTURE_BUILD_SECONDS": "1"},
+def _second_waits_for_first(world: World, gate: Gate, first: Process, second: Process) -> None:
+    """The second is seen waiting for the lock the first holds, and never reaches a build of its own meanwhile
+    (if it does, the builds overlap: fail at once rather than at the deadline)."""
+
+    def waiting() -> bool:
+        assert len(gate.started()) == 1, f"two builds of one tree at once: {gate.started()}"
+        return holder_awaited_by(world, second.popen.pid) == first.popen.pid
+
+    wait_for(
+        waiting,
+        f"pid {second.popen.pid} to wait for the lock held by pid {first.popen.pid}",
+        explain=lambda: f"status: {status(world)}\nsecond stderr: {second.stderr_so_far()}",
     )
-    assert [r.returncode for r in results] == [0] * 4, [r.output for r in results if r.returncode]
+
+
+def _tree_installs(world: World, venvs: list[Path], tree: Path, tool: str, *options: str) -> list[list[str]]:
+    """An install of ``tree`` into each of ``venvs``, by ``pip`` or ``pipguard``."""
+    command = world.pip_cmd if tool == "pip" else world.pipguard_cmd
+    return [command("--python", str(venv), "install", "--no-index", *options, str(tree)) for venv in venvs]
+
+
+def test_plain_pip_fails_where_pipguard_succeeds_on_one_tree(
+    world: World, tree: Path, crew: Crew, gate: Gate
+) -> None:
+    """The setuptools#3119 race, with plain pip and with pipguard on the same schedule.
+
+    The fixture backend claims its in-tree scratch directory before it stops at the gate, as setuptools
+    claims ``build/`` when a build starts. While one build of the tree is held there, a second plain pip
+    fails on the tree at once; a second pipguard waits for the tree's lock, then reuses the wheel."""
+    plain = _tree_installs(world, [world.venv("plain-0"), world.venv("plain-1")], tree, "pip")
+    first, second = _second_starts_while_first_is_held(world, crew, gate, plain)
+    collided = second.wait()
+    assert collided.returncode != 0
+    assert "File exists" in collided.output
+    gate.open()
+    held = first.wait()
+    assert held.returncode == 0, held.output
+
+    gate.reset()
+    builds_before = world.hooks("build_wheel", "treepkg")
+    guarded = _tree_installs(world, [world.venv("guarded-0"), world.venv("guarded-1")], tree, "pipguard")
+    first, second = _second_starts_while_first_is_held(world, crew, gate, guarded)
+    _second_waits_for_first(world, gate, first, second)
+    gate.open()
+    results = [first.wait(), second.wait()]
+    assert [r.returncode for r in results] == [0, 0], [r.output for r in results]
+    assert world.hooks("build_wheel", "treepkg") == builds_before + 1
+
+
+def test_editable_installs_of_one_tree_are_locked(world: World, tree: Path, crew: Crew, gate: Gate) -> None:
+    """While one editable build of a tree is held at the gate, a second install of that tree waits for its
+    lock instead of building in the same tree; both then install (editables are locked, never cached)."""
+    venvs = [world.venv("v0"), world.venv("v1")]
+    editables = _tree_installs(world, venvs, tree, "pipguard", "-e")
+    first, second = _second_starts_while_first_is_held(world, crew, gate, editables)
+    _second_waits_for_first(world, gate, first, second)
+    gate.open()
+    results = [first.wait(), second.wait()]
+    assert [r.returncode for r in results] == [0, 0], [r.output for r in results]
+    assert world.hooks("build_editable", "treepkg") == 2
     for venv in venvs:
         direct = next(world.site_packages(venv).glob("treepkg-1.0.dist-info")) / "direct_url.json"
         assert json.loads(direct.read_text())["dir_info"] == {"editable": True}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Dists, Result, World
 from support.processes import install_args
+from support.versions import NEWEST_PIP, OLDEST_PIP
 
 REPO = Path(__file__).resolve().parent.parent
 # Packages pipguard needs to run: they live in pipguard's environment and must never show in a target's.
@@ -105,7 +106,7 @@ def test_version_names_pipguard_and_pip(any_pip_world: World) -> None:
     version = w.run([str(w.python), "-c", "import pipguard; print(pipguard.__version__)"]).stdout.strip()
     pip_line = w.pip("--version").stdout.strip()  # e.g. "pip 26.3 from ... (python 3.11)"
     pip_version = pip_line.split()[1]
-    assert pip_version in ("26.3", "25.3")
+    assert pip_version in (NEWEST_PIP, OLDEST_PIP)
     result = w.pipguard("--version")
     assert result.returncode == 0, result.output
     assert result.stdout.startswith(f"pipguard {version} ")

@@ -170,6 +170,15 @@ def holder_pids(world: World) -> set[int]:
     return {lock["holder"]["pid"] for lock in status(world)["locks"] if lock["holder"]}
 
 
+def holder_awaited_by(world: World, pid: int) -> int | None:
+    """pid of the holder of the lock ``guard status`` shows ``pid`` waiting for; None while it waits for none."""
+    for lock in status(world)["locks"]:
+        if lock["holder"] and any(w["pid"] == pid for w in lock["waiters"]):
+            held_by: int = lock["holder"]["pid"]
+            return held_by
+    return None
+
+
 def record_pids(cache: Path, key: str = "*", unfinished: bool = False) -> set[int]:
     """pids named by record files on disk right now, for one lock ``key`` or all of them.
 
