@@ -162,14 +162,16 @@ def test_vcs_requirement_pinned_to_a_commit_builds_once(world: World, tree) -> N
     assert direct_url(plain)["vcs_info"]["commit_id"] == commit
 
 
-def test_a_failing_build_is_left_to_pip_to_report(world: World, dists: Dists) -> None:
-    """The cache's build fails: one warning naming the package, then pip's own build, error and exit code."""
+def test_a_failing_build_is_reported_as_pip_reports_it_and_built_once(world: World, dists: Dists) -> None:
+    """The cache's build fails: pip's own error block and exit code, no warning, and no second build."""
     venv = world.venv("v")
     env = {"FIXTURE_FAIL_BUILD": "alpha"}
     guarded = world.pipguard("--python", str(venv), "install", "--index-url", dists.index.url, "alpha", env=env)
+    assert world.hooks("build_wheel", "alpha") == 1
     plain = world.pip("--python", str(world.venv("p")), "install", "--index-url", dists.index.url, "alpha", env=env)
     assert guarded.returncode == plain.returncode == 1
-    (warning,) = guarded.warnings()
-    assert "building alpha 1.0 for the cache failed" in warning
+    assert guarded.warnings() == []
     assert guarded.error_lines() == plain.error_lines()
+    assert "error: subprocess-exited-with-error" in guarded.stderr
+    assert "FIXTURE_FAIL_BUILD: refusing to build alpha" in guarded.stderr
     assert not any((world.cache / "v1" / "wheels").rglob("*.whl"))
