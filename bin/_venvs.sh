@@ -3,11 +3,8 @@
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
 venvs="$root/.venvs"
-newest_pip="26.3"
-oldest_pip="25.3"
-# The last pip release below the supported range: tests check that it gets plain pip. tests/support/versions.py
-# reads all three, so the versions the suite names live here only.
-below_range_pip="25.2"
+# The ends of the supported pip range, as pipguard/_pip/requirements.txt names them (written there only).
+read -r oldest_pip newest_pip < <(sed -n 's/^# tested-pip: //p' "$root/pipguard/_pip/requirements.txt")
 
 ensure_venv() {
     local dir="$venvs/pip-$1"

@@ -28,6 +28,7 @@ from typing import Any
 
 from pipguard.errors import BuildReport
 from pipguard.flocks import keep_locked, try_lock_path
+from pipguard.redact import redact
 
 OUTCOME = "outcome.json"
 
@@ -61,7 +62,9 @@ class Handoffs:
         return outcome
 
     def publish_failure(self, key: str, report: BuildReport) -> Outcome:
-        return self._publish(key, lambda staging: {"report": report.__dict__})
+        """Keep what the failed build printed for its waiters, with any credentials in URLs masked."""
+        kept = {name: redact(value) for name, value in report.__dict__.items()}
+        return self._publish(key, lambda staging: {"report": kept})
 
     def _publish(self, key: str, fill: Any) -> Outcome:
         staging = Path(tempfile.mkdtemp(prefix="handoff-", dir=self.tmp))

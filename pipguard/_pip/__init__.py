@@ -1,8 +1,9 @@
 """Everything pipguard knows about pip's internals, and the pip versions it knows them for.
 
-``SUPPORTED`` is the one statement of the supported range: pyproject.toml pins the same range, bin/test
-tests its two ends (``TESTED``), and :func:`is_supported` gates the seam at run time. Outside the range,
-or when a patch point is missing, pipguard warns once and runs plain pip.
+The supported range is written once, as the pip line of ``requirements.txt`` beside this file: pyproject.toml
+takes pipguard's dependencies from there, bin/test tests the two ends it names, and :func:`is_supported`
+gates the seam at run time. Outside the range, or when a patch point is missing, pipguard warns once and
+runs plain pip.
 
 Modules: ``patches`` (the table of patch points, attach and detach), ``describe`` (pip's objects turned
 into pipguard's plain ``Source``), ``failure`` (a failed build reported in pip's own words). This module
@@ -14,8 +15,18 @@ from __future__ import annotations
 import os
 from optparse import Values
 
-SUPPORTED = ">=25.3,<26.4"
-TESTED = ("25.3", "26.3")  # oldest and newest: bin/_venvs.sh and the tests read these
+REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")
+
+
+def _supported() -> str:
+    with open(REQUIREMENTS, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("pip") and line[3:4] in "<>=!~":
+                return line[3:].strip()
+    raise LookupError(f"no pip line in {REQUIREMENTS}")
+
+
+SUPPORTED = _supported()
 # Set by pip (and pipguard) in a process that already runs under the target interpreter.
 RUNNER_ENV = "_PIP_RUNNING_IN_SUBPROCESS"
 
