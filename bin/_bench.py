@@ -5,6 +5,10 @@ Scenarios:
   index on 127.0.0.1, cold caches (pip's and pipguard's). Builds, wall and CPU seconds.
 - warm reinstall: ``install --force-reinstall`` of the same package with warm caches (median of R).
 - forwarded ``list`` (median of R).
+- failing build: N/2 concurrent installs of an sdist whose build burns its CPU seconds, then fails (plain pip
+  fails N/2 times; pipguard once, and its waiters report that failure).
+- local tree with a 30 000-file ``node_modules/``: reinstall from the tree (median of R); nothing of the
+  tree is walked, so it costs what pip costs.
 
 CPU seconds are those of all child processes (pip, builds, backends), from getrusage.
 """
@@ -31,6 +35,9 @@ from support.index import IndexServer  # noqa: E402
 from support.projects import make_project, make_sdist  # noqa: E402
 
 PACKAGE = "cpupkg"
+FAILING = "failpkg"
+TREE = "treepkg"
+NODE_MODULES_FILES = 30_000
 
 
 @dataclass
@@ -67,11 +74,17 @@ class Tool:
     def command(self, venv: Path, *args: str) -> list[str]:
         return [*self.argv0, "--python", str(venv), *args]
 
-    def install(self, venv: Path, *extra: str) -> list[str]:
-        return self.command(venv, "install", "--index-url", self.index_url, *extra, PACKAGE)
+    def install(self, venv: Path, *extra: str, package: str = PACKAGE) -> list[str]:
+        return self.command(venv, "install", "--index-url", self.index_url, *extra, package)
 
-    def run_all(self, commands: list[list[str]]) -> Measure:
-        builds_before = count(self.hook_log, "build_wheel", PACKAGE)
+    def venvs(self, name: str, n: int) -> list[Path]:
+        made = [self.root / f"{name}{i}" for i in range(n)]
+        for venv in made:
+            make_venv(venv)
+        return made
+
+    def run_all(self, commands: list[list[str]], package: str = PACKAGE, expect_failure: bool = False) -> Measure:
+        builds_before = count(self.hook_log, "build_wheel", package)
         cpu_before = _children_cpu()
         started = time.perf_counter()
         procs = [
@@ -83,12 +96,92 @@ class Tool:
             _, err = proc.communicate()
             if proc.returncode != 0:
                 failures += 1
-                sys.stderr.write(f"{self.name} failed ({proc.returncode}):\n{err.decode(errors='replace')[-2000:]}\n")
+                if not expect_failure:
+                    sys.stderr.write(f"{self.name} failed ({proc.returncode}):\n{err.decode(errors='replace')[-2000:]}\n")
         wall = time.perf_counter() - started
-        return Measure(wall, _children_cpu() - cpu_before, count(self.hook_log, "build_wheel", PACKAGE) - builds_before, failures)
+        builds = count(self.hook_log, "build_wheel", package) - builds_before
+        return Measure(wall, _children_cpu() - cpu_before, builds, failures)
 
     def median(self, command: list[str], repeat: int) -> float:
         return statistics.median(self.run_all([command]).wall for _ in range(repeat))
+
+
+Row = tuple[str, str, str, str]
+
+
+def _ratio(plain: float, guard: float, digits: int = 1) -> tuple[str, str, str]:
+    return f"{plain:.{digits}f}", f"{guard:.{digits}f}", f"{guard / plain:.2f}"
+
+
+def cold_concurrent(tools: list[Tool], n: int) -> tuple[list[Row], int]:
+    """The uv #3525 plan: n fresh venvs, n concurrent installs of one CPU-bound sdist, cold caches."""
+    cold = {tool.name: tool.run_all([tool.install(v) for v in tool.venvs("v", n)]) for tool in tools}
+    plain, guard = cold["plain pip"], cold["pipguard"]
+    label = f"cold, {n} concurrent installs"
+    return [
+        (f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}"),
+        (f"{label}: wall s", *_ratio(plain.wall, guard.wall)),
+        (f"{label}: CPU s", *_ratio(plain.cpu, guard.cpu)),
+        ("cold: failed installs", str(plain.failures), str(guard.failures), ""),
+    ], plain.failures + guard.failures
+
+
+def warm(tools: list[Tool], repeat: int) -> list[Row]:
+    """A warm --force-reinstall and a forwarded list, interleaved so both tools see the same load."""
+    reinstall: dict[str, list[float]] = {}
+    listing: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for tool in tools:
+            venv = tool.root / "v0"
+            command = tool.install(venv, "--force-reinstall", "--no-deps")
+            reinstall.setdefault(tool.name, []).append(tool.run_all([command]).wall)
+            listing.setdefault(tool.name, []).append(tool.run_all([tool.command(venv, "list")]).wall)
+    rows = []
+    for title, data in (("warm reinstall: wall s (median)", reinstall), ("forwarded list: wall s (median)", listing)):
+        rows.append((title, *_ratio(statistics.median(data["plain pip"]), statistics.median(data["pipguard"]), 2)))
+    return rows
+
+
+def failing(tools: list[Tool], n: int) -> list[Row]:
+    """n concurrent installs of an sdist whose build fails after burning its CPU seconds."""
+    measured = {}
+    for tool in tools:
+        commands = [tool.install(v, package=FAILING) for v in tool.venvs("f", n)]
+        env = tool.env
+        tool.env = {**env, "FIXTURE_FAIL_BUILD": FAILING}
+        try:
+            measured[tool.name] = tool.run_all(commands, package=FAILING, expect_failure=True)
+        finally:
+            tool.env = env
+    plain, guard = measured["plain pip"], measured["pipguard"]
+    label = f"failing build, {n} concurrent"
+    return [
+        (f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}"),
+        (f"{label}: wall s", *_ratio(plain.wall, guard.wall)),
+        (f"{label}: failed installs", str(plain.failures), str(guard.failures), ""),
+    ]
+
+
+def node_modules_tree(tools: list[Tool], src: Path, repeat: int) -> list[Row]:
+    """Reinstall a local tree that carries a big node_modules/ (front-end assets beside the package)."""
+    tree = make_project(src, TREE, "1.0")
+    for i in range(NODE_MODULES_FILES):
+        path = tree / "node_modules" / f"pkg{i // 100}" / f"file{i}.js"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("module.exports = 1;\n")
+    times: dict[str, list[float]] = {}
+    venvs = {tool.name: tool.venvs("tree", 1)[0] for tool in tools}
+    for _ in range(repeat):
+        for tool in tools:
+            command = tool.command(venvs[tool.name], "install", "--no-index", "--force-reinstall", str(tree))
+            env = tool.env
+            tool.env = {**env, "FIXTURE_BUILD_CPU_SECONDS": "0"}
+            try:
+                times.setdefault(tool.name, []).append(tool.run_all([command], package=TREE).wall)
+            finally:
+                tool.env = env
+    plain, guard = statistics.median(times["plain pip"]), statistics.median(times["pipguard"])
+    return [(f"tree with {NODE_MODULES_FILES} node_modules files: reinstall s (median)", *_ratio(plain, guard, 2))]
 
 
 def main() -> int:
@@ -101,36 +194,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pipguard-bench-") as tmp:
         root = Path(tmp)
         make_sdist(make_project(root / "src", PACKAGE, "1.0", modules=20), root / "dists")
+        make_sdist(make_project(root / "src", FAILING, "1.0"), root / "dists")
         with IndexServer(root / "dists") as index:
             tools = [
                 Tool("plain pip", [sys.executable, "-m", "pip"], root / "pip", index.url, options.cpu_seconds),
                 Tool("pipguard", [sys.executable, "-m", "pipguard"], root / "pipguard", index.url, options.cpu_seconds),
             ]
-            rows: list[tuple[str, str, str, str]] = []
-            cold: dict[str, Measure] = {}
-            for tool in tools:
-                venvs = [tool.root / f"v{i}" for i in range(options.n)]
-                for venv in venvs:
-                    make_venv(venv)
-                cold[tool.name] = tool.run_all([tool.install(v) for v in venvs])
-            plain, guard = cold["plain pip"], cold["pipguard"]
-            label = f"cold, {options.n} concurrent installs"
-            rows.append((f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}"))
-            rows.append((f"{label}: wall s", f"{plain.wall:.1f}", f"{guard.wall:.1f}", f"{guard.wall / plain.wall:.2f}"))
-            rows.append((f"{label}: CPU s", f"{plain.cpu:.1f}", f"{guard.cpu:.1f}", f"{guard.cpu / plain.cpu:.2f}"))
-            rows.append(("cold: failed installs", str(plain.failures), str(guard.failures), ""))
-
-            warm = {}
-            listing = {}
-            for _ in range(options.repeat):  # interleaved, so both see the same machine load
-                for tool in tools:
-                    venv = tool.root / "v0"
-                    reinstall = tool.install(venv, "--force-reinstall", "--no-deps")
-                    warm.setdefault(tool.name, []).append(tool.run_all([reinstall]).wall)
-                    listing.setdefault(tool.name, []).append(tool.run_all([tool.command(venv, "list")]).wall)
-            for title, data in (("warm reinstall: wall s (median)", warm), ("forwarded list: wall s (median)", listing)):
-                p, g = statistics.median(data["plain pip"]), statistics.median(data["pipguard"])
-                rows.append((title, f"{p:.2f}", f"{g:.2f}", f"{g / p:.2f}"))
+            rows, failures = cold_concurrent(tools, options.n)
+            rows += warm(tools, options.repeat)
+            rows += failing(tools, max(2, options.n // 2))
+            rows += node_modules_tree(tools, root / "trees", options.repeat)
 
     import pip
 
@@ -140,7 +213,7 @@ def main() -> int:
     print(f"{'scenario':<{width}}  {'plain pip':>10}  {'pipguard':>10}  {'ratio':>6}")
     for name, p, g, ratio in rows:
         print(f"{name:<{width}}  {p:>10}  {g:>10}  {ratio:>6}")
-    return 1 if guard.failures or plain.failures else 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
