@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Dists, Result, World
-from support.toolenv import Tool, install_pipguard, pipguard_wheel, pipx_pipguard  # noqa: F401 - a fixture
+from support.toolenv import Tool, base_python_dir, install_pipguard, pipguard_wheel, pipx_pipguard  # noqa: F401 - a fixture
 
 
 def _as_user(world: World, tool: Tool, first: Path, *args: str, **env: str) -> Result:
@@ -87,17 +87,9 @@ def test_pipguards_own_python_first_on_path_is_refused(world: World, pipx_pipgua
     assert chosen.returncode == 0 and "pipguard" in chosen.stdout, chosen.output
 
 
-def _base_python_dir(world: World) -> Path:
-    """A directory whose python3 is the base interpreter (no virtualenv), like a system python3 on PATH."""
-    directory = world.root / "system-bin"
-    directory.mkdir()
-    (directory / "python3").symlink_to(os.path.realpath(sys._base_executable))  # type: ignore[attr-defined]
-    return directory
-
-
 def test_pip_require_virtualenv_passes_through(world: World, pipx_pipguard: Tool) -> None:
     """With a non-venv python3 first on PATH, pip itself refuses, exactly as `python3 -m pip` would."""
-    system = _base_python_dir(world)
+    system = base_python_dir(world.root / "system-bin")
     result = _as_user(
         world, pipx_pipguard, system, "install", "--dry-run", "--no-index", "alpha", PIP_REQUIRE_VIRTUALENV="1"
     )

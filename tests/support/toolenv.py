@@ -107,3 +107,11 @@ def pipx_pipguard(tmp_path_factory: pytest.TempPathFactory) -> Tool:
     root = tmp_path_factory.mktemp("pipx")
     link, venv = pipx_install(root / "home", pipguard_wheel(root / "wheels"))
     return Tool(pipguard=link, bin_dir=link.parent, venv=venv)
+
+
+def base_python_dir(directory: Path) -> Path:
+    """``directory`` holding only a ``python3``: the base interpreter of the tests (no virtualenv, no
+    pipguard), as a system python3 on PATH would be."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "python3").symlink_to(os.path.realpath(sys._base_executable))  # type: ignore[attr-defined]
+    return directory
