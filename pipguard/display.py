@@ -45,7 +45,7 @@ def _fit(line: str) -> list[str]:
     """Break an overlong line at its last clause boundary that fits; the rest goes on an indented line."""
     if len(line) <= WIDTH:
         return [line]
-    for separator, keep in (("; ", 0), (": ", 0), (" (", 1)):
+    for separator, keep in (("; ", 0), (": ", 0), (" (", 1), (" ", 0)):
         cut = line.rfind(separator, 0, WIDTH)
         if cut > len("pipguard: "):
             return [line[:cut], "  " + line[cut + len(separator) - keep :]]
