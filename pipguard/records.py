@@ -49,7 +49,8 @@ class Participant:
 
     def public(self) -> dict[str, Any]:
         """The fields ``guard status --json`` shows for a holder or a waiter."""
-        shown = {"pid": self.pid, "host": self.host, "command": self.command, "since": self.since, "target": self.target}
+        shown = {"pid": self.pid, "host": self.host, "command": self.command, "since": self.since}
+        shown["target"] = self.target
         if self.role == "holder":
             shown["phase"] = self.phase
         return shown

@@ -16,7 +16,8 @@ import pytest
 from conftest import Dists, Result, World
 from support.envs import clean_env
 from support.processes import Crew, Gate, install_args, status, wait_for
-from support.toolenv import Tool, base_python_dir, install_pipguard, pipguard_wheel, pipx_pipguard  # noqa: F401
+from support.toolenv import pipx_pipguard  # noqa: F401 - a fixture
+from support.toolenv import Tool, base_python_dir, install_pipguard, pipguard_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -56,7 +57,8 @@ def test_quickstart_shows_one_build_and_the_others_waiting(
     """The Quickstart's first command (after installing pipguard into .venv): three installs, one build."""
     first = readme_block("## Quickstart").splitlines()[0]
     assert ".venv/bin/pip install -q . && " in first
-    command = first.split(".venv/bin/pip install -q . && ", 1)[1].replace("six", f"--index-url {dists.index.url} slowpkg")
+    command = first.split(".venv/bin/pip install -q . && ", 1)[1]
+    command = command.replace("six", f"--index-url {dists.index.url} slowpkg")
     project = world.root / "checkout"
     install_pipguard(project / ".venv", pipguard_wheel(tmp_path_factory.mktemp("wheel")))
     env = {**gate.env, "PATH": os.pathsep.join([str(_system_python(world)), os.environ["PATH"]])}

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Dists, Result, World
-from support.toolenv import Tool, base_python_dir, install_pipguard, pipguard_wheel, pipx_pipguard  # noqa: F401 - a fixture
+from support.toolenv import pipx_pipguard  # noqa: F401 - a fixture
+from support.toolenv import Tool, base_python_dir, install_pipguard, pipguard_wheel
 
 
 def _as_user(world: World, tool: Tool, first: Path, *args: str, **env: str) -> Result:
@@ -101,7 +102,8 @@ def _externally_managed_python() -> Path | None:
     """A python3 on this machine's PATH whose distributor marks it externally managed (PEP 668), if any."""
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         candidate = Path(directory) / "python3"
-        if candidate.is_file() and candidate.resolve() != Path(sys._base_executable).resolve():  # type: ignore[attr-defined]
+        ours = Path(sys._base_executable).resolve()  # type: ignore[attr-defined]
+        if candidate.is_file() and candidate.resolve() != ours:
             probe = "import sys, sysconfig; print(sys.prefix == sys.base_prefix, sysconfig.get_path('stdlib'))"
             out = subprocess.run([str(candidate), "-c", probe], capture_output=True, text=True).stdout.split()
             if out and out[0] == "True" and (Path(out[1]) / "EXTERNALLY-MANAGED").is_file():
@@ -122,7 +124,9 @@ def test_externally_managed_python_passes_through(world: World, pipx_pipguard: T
     assert "externally-managed-environment" in result.output
 
 
-def test_dot_venv_pipguard_serves_dot_venv(world: World, dists: Dists, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_dot_venv_pipguard_serves_dot_venv(
+    world: World, dists: Dists, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """`.venv/bin/pipguard install x` with no venv active: into .venv, whatever python3 is on PATH."""
     project = world.root / "project"
     pipguard = install_pipguard(project / ".venv", pipguard_wheel(tmp_path_factory.mktemp("wheel")))

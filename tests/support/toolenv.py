@@ -35,7 +35,8 @@ def pipguard_wheel(directory: Path) -> Path:
     scripts = "".join(f"{name} = {target}\n" for name, target in project["scripts"].items())
     files = {f"pipguard/{path.name}": path.read_bytes() for path in sorted((REPO / "pipguard").glob("*.py"))}
     files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: pipguard\nVersion: {version}\n".encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: pipguard-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    wheel_tags = "Wheel-Version: 1.0\nGenerator: pipguard-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist_info}/WHEEL"] = wheel_tags.encode()
     files[f"{dist_info}/entry_points.txt"] = f"[console_scripts]\n{scripts}".encode()
     record = "".join(f"{name},sha256={_digest(data)},{len(data)}\n" for name, data in files.items())
     files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
