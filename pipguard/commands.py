@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(USAGE_ERROR)
 
 
-# command: (one line on what it does, {action: one line on what it does})
+# Each `guard cache` action, with the one line its help shows.
 _CACHE_ACTIONS = {
     "dir": "print the cache directory",
     "info": "where the cache is, how many wheels, their size, how many locks are in use",
