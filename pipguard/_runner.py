@@ -1,4 +1,4 @@
-"""Run pipguard under another interpreter (``--python``, ``$VIRTUAL_ENV``), which needs no pip of its own.
+"""Run pipguard under the target interpreter (target.py chooses it), which needs no pip of its own.
 
 Executed by path, like pip's ``__pip-runner__.py``: only pipguard and the packages it drives are made
 importable (from the environment pipguard is installed in), so the target's ``pip list`` and ``freeze``

@@ -1,31 +1,44 @@
 """``pipguard ARGS``: pip's command line, with source builds through the locked wheel cache.
 
-Everything but ``pipguard --version`` and ``pipguard guard ...`` goes to pip itself, in this process or
-under the target interpreter, so output and exit codes are pip's own.
+Everything but ``pipguard --version``, ``pipguard -h`` and ``pipguard guard ...`` goes to pip itself, in
+this process or under the target interpreter (see target.py), so output and exit codes are pip's own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
 from pipguard import __version__, _pip, target
 
 GUARDED_COMMANDS = ("install", "wheel", "uninstall")
+ERROR = 1  # pip's exit code for an interpreter it cannot use (``--python nowhere``)
+T = TypeVar("T")
+GUARD_HELP_LINE = "  guard                       pipguard's own: lock status, its wheel cache, PATH shims for pip."
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    options, rest = _pip.parse_general(args)
-    if options.version:
-        sys.stdout.write(f"pipguard {__version__} with {_pip.version_line()}\n")
-        return 0
-    if rest and rest[0] == "guard":
+    options, rest = _with_guard_in_help(lambda: _pip.parse_general(args))  # ``-h`` exits here
+    if rest[:1] == ["guard"] or rest[:2] == ["help", "guard"]:
         from pipguard.commands import guard_main
 
-        return guard_main(rest[1:])
-    interpreter = target.choose(options)
+        return guard_main(rest[1:] if rest[0] == "guard" else ["--help", *rest[2:]])
+    if rest in ([], ["help"]) and not options.version:  # pip prints its help for these too
+        return _with_guard_in_help(lambda: _pip.main(args))
+    try:
+        interpreter = target.choose(options)
+    except target.NoTarget as exc:
+        if options.version:
+            sys.stdout.write(f"pipguard {__version__} with {_pip.version_line()}; no target: {exc}\n")
+            return 0
+        sys.stderr.write(f"ERROR: {exc}\n")
+        return ERROR
     if interpreter is not None:
         target.exec_under(interpreter, args)
     return run_here(args)
@@ -35,6 +48,9 @@ def run_here(args: list[str]) -> int:
     """Run pip in this process; install, wheel and uninstall go through the guard."""
     signal.signal(signal.SIGTERM, _interrupt)
     options, rest = _pip.parse_general(args)
+    if options.version:
+        sys.stdout.write(version_text() + "\n")
+        return 0
     command = rest[0] if rest else ""
     if command not in GUARDED_COMMANDS:
         return _pip.main(args)  # pip alone: nothing more of pipguard's is loaded
@@ -47,6 +63,36 @@ def run_here(args: list[str]) -> int:
         display.warn(f"cannot load the build cache under {sys.executable} ({exc}); running plain pip")
         return _pip.main(args)
     return run_pip(args, CacheGuard)
+
+
+def version_text() -> str:
+    """pipguard, the environment it serves (this process runs as the target), and pip's own version line.
+
+    e.g. ``pipguard 0.1.0 for /home/u/proj/.venv with pip 26.3 from …/pip (python 3.12)``: pip names the
+    target's Python version, since it runs under the target too.
+    """
+    return f"pipguard {__version__} for {sys.prefix} with {_pip.version_line()}"
+
+
+def _with_guard_in_help(call: Callable[[], T]) -> T:
+    """Run ``call``; if it prints pip's main help and exits, add a line for ``guard`` to pip's commands."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            result = call()
+    except SystemExit:
+        sys.stdout.write(_add_guard_line(captured.getvalue()))
+        raise
+    sys.stdout.write(captured.getvalue())
+    return result
+
+
+def _add_guard_line(text: str) -> str:
+    commands = text.find("Commands:\n")
+    end = text.find("\n\n", commands) if commands >= 0 else -1
+    if end < 0:
+        return text  # not pip's main help (an error message, say): unchanged
+    return f"{text[:end]}\n{GUARD_HELP_LINE}{text[end:]}"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -1,6 +1,8 @@
 """``pipguard guard ...``: pipguard's own commands (pip has no ``guard`` command, so nothing collides).
 
-- ``guard status [--json] [--watch]``: every lock held or waited for now, with holders and waiters.
+- ``guard status [--json] [--watch]``: every lock held or waited for now, with holders and waiters: how
+  long each has been there, its environment and command line.
+- ``guard shims``: a directory of ``pip`` and ``pip3`` that run this pipguard, to put first on PATH.
 - ``guard cache dir | info | list [--json] | remove NAME | purge | prune --older-than DAYS``, like
   ``pip cache``. Entries in use by a live process and lock files are never removed.
 """
@@ -16,42 +18,61 @@ import time
 from typing import Any, NoReturn
 
 from pipguard import records, settings
+from pipguard.display import elapsed
 from pipguard.store import Entry, Store
 
-ERROR = 1
 USAGE_ERROR = 2
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line, pip's style and exit code for bad options."""
-        sys.stderr.write(f"ERROR: pipguard {self.prog.split(' ', 1)[-1]}: {message}\n")
+        """One line, pip's style and exit code for bad options, naming the (sub)command that got them."""
+        sys.stderr.write(f"ERROR: {self.prog}: {message}\n")
         raise SystemExit(USAGE_ERROR)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pipguard guard", description="pipguard's own commands")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    status = sub.add_parser("status", help="locks held or waited for now")
-    status.add_argument("--json", action="store_true")
+# Each `guard cache` action, with the one line its help shows.
+_CACHE_ACTIONS = {
+    "dir": "print the cache directory",
+    "info": "where the cache is, how many wheels, their size, how many locks are in use",
+    "list": "list cached wheels (those matching PATTERN); --json for scripts",
+    "remove": "remove cached wheels matching PATTERN, like pip cache remove",
+    "purge": "remove every cached wheel not in use",
+    "prune": "remove cached wheels built more than DAYS days ago",
+}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``guard`` parser, and each (sub)command's own parser by name, to blame the right one."""
+    parser = _Parser(prog="pipguard guard", description="pipguard's own commands (pip has no 'guard')")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    status = sub.add_parser("status", help="each lock in use: holder, waiters, for how long, for which environment")
+    status.add_argument("--json", action="store_true", help="machine-readable, one JSON document")
     status.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    cache = sub.add_parser("cache", help="inspect and manage the wheel cache")
-    actions = cache.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    actions.add_parser("dir")
-    actions.add_parser("info")
-    listing = actions.add_parser("list")
-    listing.add_argument("pattern", nargs="?", default="*")
-    listing.add_argument("--json", action="store_true")
-    remove = actions.add_parser("remove")
-    remove.add_argument("pattern")
-    actions.add_parser("purge")
-    prune = actions.add_parser("prune")
-    prune.add_argument("--older-than", type=float, required=True, metavar="DAYS")
-    return parser
+    shims = sub.add_parser("shims", help="print a directory of pip, pip3 that run this pipguard, for PATH")
+    cache = sub.add_parser("cache", help="inspect and manage the wheel cache, like pip cache")
+    actions = cache.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="ACTION")
+    by_name = {"status": status, "shims": shims, "cache": cache}
+    for action, line in _CACHE_ACTIONS.items():
+        by_name[f"cache {action}"] = actions.add_parser(action, help=line, description=line)
+    by_name["cache list"].add_argument("pattern", nargs="?", default="*")
+    by_name["cache list"].add_argument("--json", action="store_true", help="machine-readable")
+    by_name["cache remove"].add_argument("pattern")
+    by_name["cache prune"].add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    return parser, by_name
 
 
 def guard_main(args: list[str]) -> int:
-    options = _parser().parse_args(args)
+    parser, by_name = _parser()
+    options, extra = parser.parse_known_args(args)
+    if extra:  # the parser that got them says so, not the top one
+        chosen = " ".join(part for part in (options.command, getattr(options, "action", None)) if part)
+        by_name.get(chosen, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    if options.command == "shims":
+        from pipguard.shims import write_shims
+
+        print(write_shims(settings.cache_root()))
+        return 0
     store = Store(settings.cache_root())
     if options.command == "status":
         return _status(store, options.json, options.watch)
@@ -86,21 +107,26 @@ def snapshot(store: Store) -> dict[str, Any]:
 
 
 def _render(state: dict[str, Any]) -> str:
+    """Each lock on a line; under it its holder and waiters, how long, which environment and command."""
     if not state["locks"]:
         return f"no locks held or waited for in {state['cache_dir']}"
     lines = []
     for lock in state["locks"]:
         what = f"{lock['name']} {lock['version']}".strip()
+        lines.append(f"{lock['kind']} {what} [{lock['key'][:12]}]")
         holder = lock["holder"]
-        held = (
-            f"held by pid {holder['pid']} on {holder['host']} ({holder['phase']}) since {holder['since']}: {holder['command']}"
-            if holder
-            else "free, a waiter is taking it"
-        )
-        lines.append(f"{lock['kind']} {what} [{lock['key'][:12]}]: {held}")
+        if holder:
+            lines += _person(f"held {elapsed(holder['since'])} by", holder, f" ({holder['phase']})")
+        else:
+            lines.append("  free, a waiter is taking it")
         for waiter in lock["waiters"]:
-            lines.append(f"  waiting: pid {waiter['pid']} on {waiter['host']} since {waiter['since']}: {waiter['command']}")
+            lines += _person(f"waiting {elapsed(waiter['since'])}:", waiter, "")
     return "\n".join(lines)
+
+
+def _person(how: str, person: dict[str, Any], phase: str) -> list[str]:
+    where = f" for {person['target']}" if person.get("target") else ""
+    return [f"  {how} pid {person['pid']} on {person['host']}{phase}{where}", f"    {person['command']}"]
 
 
 def _status(store: Store, as_json: bool, watch: bool) -> int:
@@ -181,9 +207,8 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
         return 0
     if action == "remove":
         chosen = [e for e in entries if _matches(e, options.pattern)]
-        if not chosen:
-            sys.stderr.write(f"ERROR: No matching packages for pattern \"{options.pattern}\"\n")
-            return ERROR
+        if not chosen:  # as pip cache remove: a warning, and success
+            sys.stderr.write(f"WARNING: No matching packages for pattern \"{options.pattern}\"\n")
     elif action == "purge":
         chosen = entries
     else:

@@ -16,6 +16,7 @@ from pipguard import settings
 from pipguard.records import Participant
 
 HEARTBEAT_SECONDS = 10.0
+WIDTH = 120  # plain lines fit this many columns; detail goes on indented lines below
 _verbosity = 0
 
 
@@ -32,10 +33,23 @@ def warn(message: str) -> None:
         sys.stderr.flush()
 
 
-def info(message: str) -> None:
+def info(message: str, *details: str) -> None:
+    """A progress line that fits ``WIDTH`` columns; ``details`` (and any overflow) go on indented lines."""
     if _verbosity >= 0 and mode() != "off":
-        sys.stderr.write(f"pipguard: {message}\n")
+        lines = [*_fit(f"pipguard: {message}"), *(f"  {detail}" for detail in details if detail)]
+        sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()
+
+
+def _fit(line: str) -> list[str]:
+    """Break an overlong line at its last clause boundary that fits; the rest goes on an indented line."""
+    if len(line) <= WIDTH:
+        return [line]
+    for separator, keep in (("; ", 0), (": ", 0), (" (", 1), (" ", 0)):
+        cut = line.rfind(separator, 0, WIDTH)
+        if cut > len("pipguard: "):
+            return [line[:cut], "  " + line[cut + len(separator) - keep :]]
+    return [line]
 
 
 def mode() -> str:
@@ -50,7 +64,8 @@ def mode() -> str:
     return "plain"
 
 
-def _elapsed(since: str) -> str:
+def elapsed(since: str) -> str:
+    """How long ago ``since`` (ISO-8601) was, as ``42s`` or ``3m07s``."""
     try:
         started = datetime.datetime.fromisoformat(since)
     except ValueError:
@@ -61,8 +76,21 @@ def _elapsed(since: str) -> str:
 
 def describe_holder(holder: Participant | None) -> str:
     if holder is None:
+        return _short_holder(holder)
+    return f"{_short_holder(holder)}: {holder.command}"
+
+
+def _short_holder(holder: Participant | None) -> str:
+    if holder is None:
         return "a process that has not said who it is yet"
-    return f"pid {holder.pid} on {holder.host} ({holder.phase}, {_elapsed(holder.since)}): {holder.command}"
+    return f"pid {holder.pid} on {holder.host} ({holder.phase}, {elapsed(holder.since)})"
+
+
+def _holder_detail(holder: Participant | None) -> str:
+    """The holder's command line and environment: the second line of a plain waiting message."""
+    if holder is None:
+        return ""
+    return f"holder: {holder.command}" + (f", for {holder.target}" if holder.target else "")
 
 
 def describe_waiters(waiters: list[Participant]) -> str:
@@ -95,11 +123,18 @@ class Progress:
             self._announced = True
             self._last_line = now
             if self.waiting:
-                since = f" since {holder.since}" if holder else ""
-                info(f"waiting for {self.what}: held by {describe_holder(holder)}{since}; {describe_waiters(others)}")
+                label, source = self._label()
+                held = f"held by {_short_holder(holder)}; {describe_waiters(others)}"
+                info(f"waiting for {label}: {held}", source, _holder_detail(holder))
         elif self.waiting and now - self._last_line >= HEARTBEAT_SECONDS:
             self._last_line = now
-            info(f"still waiting for {self.what} ({now - self.started:.0f}s): held by {describe_holder(holder)}")
+            label, _source = self._label()
+            info(f"still waiting for {label} ({now - self.started:.0f}s): held by {_short_holder(holder)}")
+
+    def _label(self) -> tuple[str, str]:
+        """``name version`` for the first line, and where it comes from (a URL, a path) for the next."""
+        label, _, source = self.what.partition(" (")
+        return label, f"source: {source.removesuffix(')')}" if source else ""
 
     def _render_live(self, holder: Participant | None, others: list[Participant]) -> None:
         from rich.console import Console

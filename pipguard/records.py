@@ -43,10 +43,14 @@ class Participant:
     command: str
     since: str  # ISO-8601
     phase: str  # holder: downloading, building, publishing, installing; waiter: waiting
+    # The environment the process installs into (its sys.prefix, under the runner the target's): many
+    # command lines read alike (``pip install x`` with $VIRTUAL_ENV), their environments do not.
+    target: str = ""
 
     def public(self) -> dict[str, Any]:
         """The fields ``guard status --json`` shows for a holder or a waiter."""
         shown = {"pid": self.pid, "host": self.host, "command": self.command, "since": self.since}
+        shown["target"] = self.target
         if self.role == "holder":
             shown["phase"] = self.phase
         return shown
@@ -69,6 +73,7 @@ def this_process(role: str, kind: str, key: str, name: str, version: str, source
         command=command_line(_own_argv()),
         since=now_iso(),
         phase=phase,
+        target=sys.prefix,
     )
 
 

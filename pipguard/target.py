@@ -1,8 +1,21 @@
 """Which interpreter pip works for, and running pipguard under it when it is not this one.
 
-As pip: ``--python PATH`` before the subcommand, or ``PIP_PYTHON``. Beyond pip: with pipguard installed
-outside the active virtualenv (``alias pip=pipguard`` with pipguard from pipx), ``$VIRTUAL_ENV`` is the
-target, because that is the environment a user who types ``pip`` means.
+In this order, as a user who types ``pip`` expects:
+
+1. ``--python PATH`` before the subcommand, or ``PIP_PYTHON`` (pip's own options);
+2. an active virtualenv, ``$VIRTUAL_ENV`` (a stale one, whose directory is gone, gets one warning);
+3. an active conda environment, ``$CONDA_PREFIX``;
+4. when pipguard lives in a tool environment of its own, the ``python3`` first on ``PATH``: exactly the
+   interpreter ``python3 -m pip`` would use, so pip's own refusals there (PEP 668 "externally managed",
+   ``PIP_REQUIRE_VIRTUALENV``) pass through unchanged;
+5. otherwise the environment pipguard is installed in: ``.venv/bin/pipguard install x`` and
+   ``python -m pipguard`` serve that environment, as ``.venv/bin/pip`` and ``python -m pip`` do.
+
+pipguard's environment is a *tool environment* when pipx or ``uv tool`` made it (their receipt files or
+directory layout say so), or when it is a virtualenv whose ``pipguard`` was not invoked from inside it (a
+symlink on PATH into a private venv, as pipx and Docker recipes make). pipguard never installs into its own
+tool environment by accident: if the ``python3`` on PATH is that environment's, it refuses, and
+``--python`` says so on purpose.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from optparse import Values
 
@@ -17,19 +31,90 @@ from pipguard import _pip
 
 # Top-level packages pipguard needs under the target interpreter, served from pipguard's own environment.
 _PACKAGES = ("pipguard", "pip", "filelock", "platformdirs", "packaging", "rich", "markdown_it", "mdurl", "pygments")
+# Files pipx and uv leave in the root of a tool environment they made.
+_TOOL_RECEIPTS = ("pipx_metadata.json", "uv-receipt.toml")
+
+
+class NoTarget(Exception):
+    """No environment a user who typed ``pip`` could mean; the message says what to do instead."""
 
 
 def choose(options: Values) -> str | None:
-    """The interpreter to re-run under, or None to run in this process."""
+    """The interpreter to re-run under, or None to run in this process.
+
+    Raises :class:`NoTarget` rather than fall back to pipguard's own tool environment.
+    """
     if _pip.RUNNER_ENV in os.environ:
         return None
     if options.python:
         # pip reports an interpreter it cannot find; running here lets it say so in its own words.
         return _pip.identify_interpreter(options.python)
-    venv = os.environ.get("VIRTUAL_ENV")
-    if venv and os.path.isdir(venv) and not _same_path(venv, sys.prefix):
-        return _pip.identify_interpreter(venv)
+    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = _active_environment(variable, options)
+        if prefix is not None:
+            return None if _same_path(prefix, sys.prefix) else _pip.identify_interpreter(prefix)
+    if not in_tool_environment():
+        return None
+    return _python3_on_path()
+
+
+def _active_environment(variable: str, options: Values) -> str | None:
+    """The directory ``variable`` names, if it exists; a stale one is reported once and skipped."""
+    prefix = os.environ.get(variable)
+    if not prefix:
+        return None
+    if os.path.isdir(prefix):
+        return prefix
+    if options.quiet < 2:  # pip's -qq hides warnings
+        sys.stderr.write(f"pipguard: warning: ignoring {variable}={prefix}: no such directory (a deleted venv?)\n")
     return None
+
+
+def in_tool_environment() -> bool:
+    """True when pipguard runs from an environment of its own rather than the one the user works in."""
+    if sys.prefix == sys.base_prefix:
+        return False  # installed into a Python itself (system, --user): that Python, as its pip would
+    if any(os.path.exists(os.path.join(sys.prefix, receipt)) for receipt in _TOOL_RECEIPTS):
+        return True
+    if _made_by_a_tool(sys.prefix):
+        return True
+    return not _invoked_from_inside()
+
+
+def _made_by_a_tool(prefix: str) -> bool:
+    """``…/pipx/venvs/<name>``, ``…/uv/tools/<name>``, or a venv in ``$PIPX_HOME/venvs`` or ``$UV_TOOL_DIR``."""
+    parent = os.path.dirname(os.path.normpath(prefix))
+    homes = [os.path.join(os.environ["PIPX_HOME"], "venvs")] if os.environ.get("PIPX_HOME") else []
+    homes += [os.environ["UV_TOOL_DIR"]] if os.environ.get("UV_TOOL_DIR") else []
+    if any(_same_path(parent, home) for home in homes):
+        return True
+    grandparent, folder = os.path.split(parent)
+    return (os.path.basename(grandparent), folder) in {("pipx", "venvs"), ("uv", "tools")}
+
+
+def _invoked_from_inside() -> bool:
+    """``python -m pipguard``, or a ``pipguard`` run by a path in this environment's own bin directory."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "__main__.py":
+        return True
+    return _same_path(os.path.dirname(os.path.abspath(argv0)), _own_bin())
+
+
+def _own_bin() -> str:
+    return os.path.join(sys.prefix, "Scripts" if os.name == "nt" else "bin")
+
+
+def _python3_on_path() -> str:
+    """The ``python3`` a shell finds first on PATH, unless it is pipguard's own tool environment's."""
+    found = shutil.which("python3")
+    if found is None:
+        raise NoTarget("no python3 on PATH to install for; name one with --python (or activate a virtualenv)")
+    if _same_path(os.path.dirname(found), _own_bin()):
+        raise NoTarget(
+            f"the python3 on PATH ({found}) is pipguard's own tool environment; "
+            "pass --python to mean it, or put the Python you work with first on PATH"
+        )
+    return found
 
 
 def _same_path(a: str, b: str) -> bool:

@@ -742,8 +742,8 @@ def test_bad_guard_commands_give_one_error_line(world: World, case: str) -> None
     assert not world.cache.exists()  # rejecting input touches nothing
 
 
-def test_guard_cache_remove_with_no_match_is_an_error(world: World) -> None:
+def test_guard_cache_remove_with_no_match_warns_like_pip_cache_remove(world: World) -> None:
     result = world.pipguard("guard", "cache", "remove", "nothing-like-this")
-    assert result.returncode == 1, result.output
-    assert result.stderr.startswith("ERROR: No matching packages"), result.stderr
+    assert result.returncode == 0, result.output
+    assert result.stderr.startswith("WARNING: No matching packages"), result.stderr
     assert "Traceback" not in result.output

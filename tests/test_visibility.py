@@ -110,7 +110,7 @@ def test_status_json_shows_one_holder_and_three_waiters_of_a_slow_build(
     assert isinstance(lock["key"], str) and lock["key"]
     assert (lock["kind"], lock["name"], lock["version"]) == ("build", "slowpkg", "1.0")
     holder = lock["holder"]
-    assert set(holder) == {"pid", "host", "command", "since", "phase"}
+    assert set(holder) == {"pid", "host", "command", "since", "phase", "target"}
     assert holder["phase"] == "building"
     assert len(lock["waiters"]) == 3
     for person in [holder, *lock["waiters"]]:
@@ -119,8 +119,9 @@ def test_status_json_shows_one_holder_and_three_waiters_of_a_slow_build(
         assert isinstance(person["command"], str)
         assert "install" in person["command"] and "slowpkg" in person["command"]
         assert_iso(person["since"])
+        assert person["target"] in {str(v) for v in venvs}, person  # the environment each installs into
     for waiter in lock["waiters"]:
-        assert set(waiter) == {"pid", "host", "command", "since"}
+        assert set(waiter) == {"pid", "host", "command", "since", "target"}
     assert len({holder["pid"], *(w["pid"] for w in lock["waiters"])}) == 4
 
     gate.open()
