@@ -110,4 +110,4 @@ def test_public_fields_show_a_phase_for_holders_only() -> None:
     waiter = participant(role="waiter", phase="waiting").public()
     assert holder["phase"] == "building"
     assert "phase" not in waiter
-    assert set(waiter) == {"pid", "host", "command", "since"}
+    assert set(waiter) == {"pid", "host", "command", "since", "target"}
