@@ -26,6 +26,9 @@ def set_verbosity(level: int) -> None:
     _verbosity = level
 
 
+CONTINUATION = "pipguard:   "
+
+
 def warn(message: str) -> None:
     """One warning line, shown even under -q (as pip's warnings are); -qq hides it."""
     if _verbosity > -2:
@@ -34,9 +37,12 @@ def warn(message: str) -> None:
 
 
 def info(message: str, *details: str) -> None:
-    """A progress line that fits ``WIDTH`` columns; ``details`` (and any overflow) go on indented lines."""
+    """A progress line that fits ``WIDTH`` columns; ``details`` (and any overflow) go on indented lines.
+
+    Every line starts with ``pipguard:``, continuations too, so a CI log can be grepped (or filtered) for
+    pipguard's lines without catching pip's own indented output."""
     if _verbosity >= 0 and mode() != "off":
-        lines = [*_fit(f"pipguard: {message}"), *(f"  {detail}" for detail in details if detail)]
+        lines = [*_fit(f"pipguard: {message}"), *(f"{CONTINUATION}{detail}" for detail in details if detail)]
         sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()
 
@@ -48,7 +54,7 @@ def _fit(line: str) -> list[str]:
     for separator, keep in (("; ", 0), (": ", 0), (" (", 1), (" ", 0)):
         cut = line.rfind(separator, 0, WIDTH)
         if cut > len("pipguard: "):
-            return [line[:cut], "  " + line[cut + len(separator) - keep :]]
+            return [line[:cut], CONTINUATION + line[cut + len(separator) - keep :]]
     return [line]
 
 

@@ -1,7 +1,7 @@
 """pipguard installed the way users install it: into a tool environment of its own, as pipx does, or into
 the project's own ``.venv``, offline.
 
-The checkout's pipguard goes in as a real wheel (written here from ``pipguard/*.py`` and pyproject's
+The checkout's pipguard goes in as a real wheel (written here from the package's files and pyproject's
 console scripts, so no build backend or index is needed), installed by pip, which writes the ``pipguard``
 script with the environment's own python in its shebang. Its dependencies (pip, filelock, rich, …) are the
 test venv's, made importable by a ``.pth`` line, as pipx would have installed them from an index.
@@ -33,7 +33,11 @@ def pipguard_wheel(directory: Path) -> Path:
     version = _version()
     dist_info = f"pipguard-{version}.dist-info"
     scripts = "".join(f"{name} = {target}\n" for name, target in project["scripts"].items())
-    files = {f"pipguard/{path.name}": path.read_bytes() for path in sorted((REPO / "pipguard").glob("*.py"))}
+    files = {
+        path.relative_to(REPO).as_posix(): path.read_bytes()
+        for path in sorted((REPO / "pipguard").rglob("*"))
+        if path.suffix in (".py", ".txt") and "__pycache__" not in path.parts  # what pyproject packages
+    }
     files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: pipguard\nVersion: {version}\n".encode()
     wheel_tags = "Wheel-Version: 1.0\nGenerator: pipguard-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     files[f"{dist_info}/WHEEL"] = wheel_tags.encode()
