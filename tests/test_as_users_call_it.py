@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pipguard.display import CONTINUATION
 from conftest import Dists, Result, World
 from support.envs import clean_env
 from support.processes import install_args
@@ -80,7 +81,8 @@ def test_quickstart_shows_one_build_and_the_others_waiting(
     assert all("reusing the wheel" in line for line in _lines(result, "pipguard: waited")), result.stderr
     for i in "123":
         assert (world.site_packages(project / "demo-env" / i) / "slowpkg").is_dir()
-    assert not [line for line in _lines(result, "pipguard:") if len(line) > 120]
+    # Headlines fit 120 columns; detail lines (a holder's command, its environment) are allowed to run on.
+    assert not [line for line in _lines(result, "pipguard:") if not line.startswith(CONTINUATION) and len(line) > 120]
 
 
 @needs_make

@@ -69,11 +69,6 @@ def identify_interpreter(python: str) -> str | None:
     return identify_python_interpreter(python)
 
 
-def runner_script() -> str:
-    """pip's own runner: runs exactly this pip under any interpreter, without pipguard in the way."""
-    return os.path.join(pip_location(), "__pip-runner__.py")
-
-
 def path_to_url(path: str) -> str:
     from pip._internal.utils.urls import path_to_url as to_url
 
