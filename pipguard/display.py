@@ -6,10 +6,14 @@ actually shows a live view. Plain lines start with ``pipguard:`` so CI logs can 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from pipguard import settings
@@ -17,13 +21,34 @@ from pipguard.records import Participant
 
 HEARTBEAT_SECONDS = 10.0
 WIDTH = 120  # plain lines fit this many columns; detail goes on indented lines below
-_verbosity = 0
 
 
-def set_verbosity(level: int) -> None:
-    """pip's -v / -q count: plain progress lines are info, shown unless -q."""
-    global _verbosity
-    _verbosity = level
+@dataclass(frozen=True)
+class Output:
+    """How the running command talks: pip's -v / -q count. Progress lines are info, shown unless -q;
+    warnings are shown unless -qq (as pip's own)."""
+
+    verbosity: int = 0
+
+
+# Set once per command by the seam (``output_for``), read by every writer below; a thread that writes
+# must run in a copy of the command's context.
+_OUTPUT: ContextVar[Output] = ContextVar("pipguard_output", default=Output())
+
+
+@contextlib.contextmanager
+def output_for(verbosity: int) -> Iterator[Output]:
+    """The output of one pip command, for as long as it runs."""
+    output = Output(verbosity)
+    token = _OUTPUT.set(output)
+    try:
+        yield output
+    finally:
+        _OUTPUT.reset(token)
+
+
+def _verbosity() -> int:
+    return _OUTPUT.get().verbosity
 
 
 CONTINUATION = "pipguard:   "
@@ -31,7 +56,7 @@ CONTINUATION = "pipguard:   "
 
 def warn(message: str) -> None:
     """One warning line, shown even under -q (as pip's warnings are); -qq hides it."""
-    if _verbosity > -2:
+    if _verbosity() > -2:
         sys.stderr.write(f"pipguard: warning: {message}\n")
         sys.stderr.flush()
 
@@ -41,7 +66,7 @@ def info(message: str, *details: str) -> None:
 
     Every line starts with ``pipguard:``, continuations too, so a CI log can be grepped (or filtered) for
     pipguard's lines without catching pip's own indented output."""
-    if _verbosity >= 0 and mode() != "off":
+    if _verbosity() >= 0 and mode() != "off":
         lines = [*_fit(f"pipguard: {message}"), *(f"{CONTINUATION}{detail}" for detail in details if detail)]
         sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()
@@ -63,7 +88,7 @@ def mode() -> str:
     override, _complaint = settings.progress_override()
     if override:
         return override
-    if _verbosity < 0:
+    if _verbosity() < 0:
         return "off"
     if sys.stderr.isatty() and not settings.in_ci_or_make() and os.environ.get("TERM") != "dumb":
         return "live"

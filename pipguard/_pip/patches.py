@@ -130,9 +130,8 @@ class Seam:
 def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[..., int]]:
     def hook(original: Callable[..., int], seam: Seam) -> Callable[..., int]:
         def run(self: Any, options: Values, args: list[str]) -> int:
-            display.set_verbosity(describe.verbosity(options))
             seam.options, seam.command = options, name
-            with contextlib.ExitStack() as stack:
+            with display.output_for(describe.verbosity(options)), contextlib.ExitStack() as stack:
                 seam.exit_stack = stack
                 try:
                     return original(self, options, args)
@@ -146,8 +145,9 @@ def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[...
 
 def _uninstall_run(original: Callable[..., int], seam: Seam) -> Callable[..., int]:
     def run(self: Any, options: Values, args: list[str]) -> int:
-        display.set_verbosity(describe.verbosity(options))
-        with seam.lock_or_none(lambda g: g.environment_lock(sys.prefix)):
+        with display.output_for(describe.verbosity(options)), seam.lock_or_none(
+            lambda g: g.environment_lock(sys.prefix)
+        ):
             return original(self, options, args)
 
     return run
