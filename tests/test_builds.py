@@ -152,6 +152,7 @@ def test_vcs_requirement_pinned_to_a_commit_builds_once(world: World, tree) -> N
     )
     assert [r.returncode for r in results] == [0] * 3, [r.output for r in results]
     assert world.hooks("build_wheel", "treepkg") == 1
+    assert any(f"git+file://{tree}@{commit}" in r.stderr for r in results)  # spelt as the user spelt it
     plain = world.venv("plain")
     assert world.pip("--python", str(plain), "install", "--no-index", requirement).returncode == 0
 

@@ -87,6 +87,17 @@ def test_installed_environment_matches_plain_pip(any_pip_world: World, dists: Di
     assert expected["requested"] is True and expected["installer"] == "pip\n"
 
 
+def test_collecting_comes_before_its_download_as_in_plain_pip(world: World, dists: Dists) -> None:
+    """pipguard downloads the sdist to build it; pip's own header still comes first, the download under it."""
+    result = world.pipguard("--python", str(world.venv("v")), "install", "--index-url", dists.index.url, "alpha")
+    assert result.returncode == 0, result.output
+    lines = result.stdout.splitlines()
+    collecting = lines.index("Collecting alpha")
+    downloading = next(i for i, line in enumerate(lines) if line.startswith("  Downloading ") and "alpha-1.0.tar.gz" in line)
+    assert collecting < downloading
+    assert lines.count("Collecting alpha") == 1
+
+
 # --- 2. hash-checking mode -----------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ Two rules from "never weaker than pip" live here:
 
 from __future__ import annotations
 
+import types
 from optparse import Values
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,12 +63,16 @@ def source_for(
             version = parsed[1]
 
     def download(dest: Path) -> Path:
-        path, _content_type = factory.preparer._download(link, str(dest))
+        from pip._internal.utils.logging import indent_log
+
+        _announce(factory, link, template)
+        with indent_log():
+            path, _content_type = factory.preparer._download(link, str(dest))
         return Path(path)
 
     return Source(
         kind=kind,
-        url=link.url_without_fragment,
+        url=link.url.split("#", 1)[0],  # as the user spelt it (pip's own parse drops the slashes of file:///)
         name=str(name) if name else None,
         version=version,
         subdirectory=link.subdirectory_fragment,
@@ -78,6 +83,16 @@ def source_for(
         download=download,
         sha256_allowed=sha256_allowed,
     )
+
+
+def _announce(factory: Factory, link: Link, template: InstallRequirement | None) -> None:
+    """pip's own "Collecting x" header, logged before the download it heads, as plain pip orders them.
+
+    pip logs a header once: when it prepares the cached wheel right after, it does not repeat it."""
+    if template is None or template.req is None:
+        return
+    header = types.SimpleNamespace(link=link, is_wheel_from_cache=False, req=template.req, comes_from=template.comes_from)
+    factory.preparer._log_preparing_link(header)
 
 
 def _kind(link: Link) -> tuple[str | None, Path | None, str | None]:
