@@ -174,8 +174,11 @@ class CacheGuard:
             return Plan(source, key, key, persistent, None, None, None)
         plan = Plan(source, "", "", persistent, source.declared_sha256, source.local_path, None)
         checked = source.sha256_allowed
-        needs_content = plan.sha256 is None or (checked is not None and not checked(plan.sha256))
-        if plan.archive is None and needs_content:
+        if checked is not None and plan.archive is None and plan.sha256 is not None and not checked(plan.sha256):
+            # The index's own hash is not one the user allowed: pip downloads it and says so (no download here
+            # too: the download would be the same bytes, checked the same way).
+            raise SourceMismatch(f"{source.url.rsplit('/', 1)[-1]} does not match the hashes given")
+        if plan.archive is None and plan.sha256 is None:
             plan.work = self._new_work_dir()
             plan.archive = _download(source, plan.work)
         if plan.archive is not None:
