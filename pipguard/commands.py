@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("purge")
     prune = actions.add_parser("prune")
     prune.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    remote = sub.add_parser("remote", help="the remote cache shared across machines")
+    remote_actions = remote.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    remote_actions.add_parser("status")
+    push = remote_actions.add_parser("push")
+    push.add_argument("pattern", nargs="?", default="*")
     return parser
 
 
@@ -55,6 +60,12 @@ def guard_main(args: list[str]) -> int:
     store = Store(settings.cache_root())
     if options.command == "status":
         return _status(store, options.json, options.watch)
+    if options.command == "remote":
+        from pipguard.remote import commands as remote_commands
+
+        if options.action == "status":
+            return remote_commands.status()
+        return remote_commands.push(store, lambda entry: _matches(entry, options.pattern))
     return _cache(store, options)
 
 
@@ -168,6 +179,7 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
         print(f"Wheels: {len(entries)}")
         print(f"Size: {size / 1e6:.1f} MB")
         print(f"Locks held or waited for: {len(snapshot(store)['locks'])}")
+        _remote_info(store)
         return 0
     if action == "list":
         described = [_describe(e) for e in entries if _matches(e, options.pattern)]
@@ -201,3 +213,14 @@ def _created(entry: Entry) -> datetime.datetime:
     except (KeyError, ValueError):
         return datetime.datetime.fromtimestamp(entry.wheel.stat().st_mtime, datetime.timezone.utc)
 
+
+def _remote_info(store: Store) -> None:
+    """The remote store as configured here, and the counts of every install that used it."""
+    from pipguard.remote import configured, stats
+    from pipguard.remote.commands import describe_mode
+    from pipguard.remote.tier import COUNTS
+
+    config, _complaints = configured()
+    print(f"Remote cache: {f'{config.display} ({describe_mode(config)})' if config else 'none'}")
+    counts = stats.read(store.base)
+    print("Remote: " + ", ".join(f"{counts.get(name, 0)} {name}" for name in COUNTS))

@@ -7,6 +7,9 @@ Decisions made here, once, so the rest never sees a secret it should not send:
   not loopback: a token on the wire in clear is a token given away;
 - the base URL kept has no user-info, so nothing printed or stored can carry it (``display`` is what
   users see);
+- a writer with a signing key trusts its own public key (with the verify keys): it reads only what it
+  or the writers it trusts signed, never an unsigned entry, so a trusted job cannot pick up and re-share
+  an untrusted writer's wheel;
 - a verify key that cannot be read switches the remote off: reading unsigned entries when signed ones
   were asked for would be weaker than not reading at all; a signing key that cannot be read switches
   uploads off, for the same reason.
@@ -77,7 +80,8 @@ def parse(env: Mapping[str, str]) -> tuple[RemoteConfig | None, list[str]]:
     if port:
         netloc += f":{port}"
     base = urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
-    verify_keys, signing_key, write = (), None, env.get("PIPGUARD_REMOTE_WRITE", "").lower() in TRUE
+    signing_key: PrivateKey | None = None
+    write = env.get("PIPGUARD_REMOTE_WRITE", "").lower() in TRUE
     try:
         verify_keys = _verify_keys(env.get("PIPGUARD_REMOTE_VERIFY_KEY", ""))
     except KeyFileError as exc:
@@ -88,6 +92,8 @@ def parse(env: Mapping[str, str]) -> tuple[RemoteConfig | None, list[str]]:
         except KeyFileError as exc:
             complaints.append(f"not uploading to the remote cache: PIPGUARD_REMOTE_SIGNING_KEY: {exc}")
             write = False
+    if signing_key is not None and signing_key.public not in verify_keys:
+        verify_keys += (signing_key.public,)  # a signing writer reads what it signs, never anyone's
     authorization = None if scheme == "file" else _authorization(parts, env)
     if authorization and scheme == "http" and not is_loopback(host):
         complaints.append(f"not sending credentials to {host} over plain http://; use https://")

@@ -40,13 +40,15 @@ class Tier:
         """A verified wheel for ``key``, downloaded into ``directory``; None is a miss (build it here)."""
         if self.off:
             return None
+        rejected = self.counts["rejected"]
         try:
             for trusted in self._trusted():
                 wheel = self._fetch_from(key, trusted, directory, what)
                 if wheel is not None:
                     self.counts["hit"] += 1
                     return wheel
-            self.counts["miss"] += 1
+            if self.counts["rejected"] == rejected:  # each lookup counts once: a hit, a miss or a rejection
+                self.counts["miss"] += 1
         except RemoteUnavailable as exc:
             self.switch_off(exc)
         return None
