@@ -204,14 +204,17 @@ def test_a_store_that_refuses_or_fails_costs_a_warning_and_leaves_nothing(
 
 def test_a_file_store_shares_signed_wheels(world: World, dists: Dists, keys: dict[str, KeyPair]) -> None:
     shared = world.root / "shared"
+    missing = install(world, dists, machine(world, "unmounted", PIPGUARD_REMOTE=shared.as_uri(), PIPGUARD_REMOTE_WRITE="1"), "u", "leafpkg")
+    assert "does not exist" in missing.warnings()[0] and not shared.exists()  # never written as a local dir
+    shared.mkdir()
     url = shared.as_uri()
     install(world, dists, machine(world, "writer", PIPGUARD_REMOTE=url, PIPGUARD_REMOTE_WRITE="1",
                                   PIPGUARD_REMOTE_SIGNING_KEY=str(keys["trusted"].private)), "w", "midpkg")
-    assert world.hooks("build_wheel") == 2  # midpkg and leafpkg
+    assert world.hooks("build_wheel") == 3  # leafpkg on the unmounted machine; midpkg and leafpkg here
     assert_whole(shared)
     reader = machine(world, "reader", PIPGUARD_REMOTE=url, PIPGUARD_REMOTE_VERIFY_KEY=str(keys["trusted"].public))
     install(world, dists, reader, "r", "midpkg")
-    assert world.hooks("build_wheel") == 2
+    assert world.hooks("build_wheel") == 3
     assert remote_counts(world, reader).startswith("Remote: 2 hit")
 
 
@@ -236,3 +239,5 @@ def test_remote_status_and_push(world: World, dists: Dists, nginx: Nginx, keys: 
     assert read_only.returncode == 0 and "Mode: read-only" in read_only.stdout
     refused = world.pipguard("guard", "remote", "status", env={**writing, "PIPGUARD_REMOTE": nginx.url("ro")})
     assert refused.returncode == 1 and "Write probe: failed" in refused.stdout and "403" in refused.stdout
+    for directory in (world.root / "builder", world.root / "reader"):
+        assert not [p for p in directory.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]

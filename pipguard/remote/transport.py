@@ -211,6 +211,9 @@ class FileTransport:
         self.root = root
 
     def _path(self, path: str) -> Path:
+        """Where ``path`` is; the store's own directory must exist (an unmounted share is not an empty one)."""
+        if not self.root.is_dir():
+            raise RemoteUnavailable("the store's directory does not exist")
         return self.root.joinpath(*path.split("/"))
 
     def get(self, path: str, sink: Sink, limit: int) -> bool:

@@ -127,6 +127,7 @@ def test_upload_then_fetch_over_a_file_store_and_never_overwrite(tmp_path: Path)
     config, _ = parse({"PIPGUARD_REMOTE": (tmp_path / "store").as_uri(), "PIPGUARD_REMOTE_WRITE": "1"})
     assert config is not None
     config = type(config)(config.base, True, (signer.public,), signer)
+    (tmp_path / "store").mkdir()
     store = FileTransport(tmp_path / "store")
     wheel = make_wheel(tmp_path / "built")
     Tier(config, store).upload(KEY, wheel)
