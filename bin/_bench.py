@@ -9,6 +9,9 @@ Scenarios:
   fails N/2 times; pipguard once, and its waiters report that failure).
 - local tree with a 30 000-file ``node_modules/``: reinstall from the tree (median of R); nothing of the
   tree is walked, so it costs what pip costs.
+- ``--remote``: instead of the above, a second machine's cold install with a hit in the remote tier (a real
+  nginx with WebDAV PUT on 127.0.0.1; the first machine built and uploaded, signed), against a cold install
+  that builds locally, side by side (median of R, fresh caches and venvs each time).
 
 CPU seconds are those of all child processes (pip, builds, backends), from getrusage.
 """
@@ -33,6 +36,7 @@ from support.envs import clean_env, make_venv  # noqa: E402
 from support.hooklog import count  # noqa: E402
 from support.index import IndexServer  # noqa: E402
 from support.projects import make_project, make_sdist  # noqa: E402
+from support.remote import nginx_binary, openssl_keypair, start_nginx  # noqa: E402
 
 PACKAGE = "cpupkg"
 FAILING = "failpkg"
@@ -189,7 +193,10 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=8, help="concurrent installs (default 8)")
     parser.add_argument("--cpu-seconds", type=float, default=8.0, help="CPU seconds one build burns (default 8)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each warm scenario (default 5)")
+    parser.add_argument("--remote", action="store_true", help="a remote hit against a local build")
     options = parser.parse_args()
+    if options.remote:
+        return remote_main(options)
 
     with tempfile.TemporaryDirectory(prefix="pipguard-bench-") as tmp:
         root = Path(tmp)
@@ -214,6 +221,51 @@ def main() -> int:
     for name, p, g, ratio in rows:
         print(f"{name:<{width}}  {p:>10}  {g:>10}  {ratio:>6}")
     return 1 if failures else 0
+
+
+def _cold_install(root: Path, index_url: str, cpu_seconds: float, remote: dict[str, str]) -> Measure:
+    """One fresh machine (caches, venv) installing the package once, with the remote settings given."""
+    tool = Tool(root.name, [sys.executable, "-m", "pipguard"], root, index_url, cpu_seconds)
+    tool.env.update(remote)
+    make_venv(root / "venv")
+    return tool.run_all([tool.install(root / "venv")])
+
+
+def remote_main(options: argparse.Namespace) -> int:
+    binary = nginx_binary()
+    if binary is None:
+        sys.stderr.write("bin/bench --remote needs nginx (apt-get install nginx-light)\n")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="pipguard-bench-") as tmp:
+        root = Path(tmp)
+        make_sdist(make_project(root / "src", PACKAGE, "1.0", modules=20), root / "dists")
+        keys = openssl_keypair(root / "keys", "ci")
+        server = start_nginx(binary, root / "nginx")
+        try:
+            with IndexServer(root / "dists") as index:
+                local, hit, builds, local_builds = [], [], 0, 0
+                for run in range(options.repeat):
+                    url = {"PIPGUARD_REMOTE": server.url(prefix=f"run{run}")}
+                    writer = {**url, "PIPGUARD_REMOTE_WRITE": "1", "PIPGUARD_REMOTE_SIGNING_KEY": str(keys.private)}
+                    _cold_install(root / f"writer{run}", index.url, options.cpu_seconds, writer)
+                    reader = {**url, "PIPGUARD_REMOTE_VERIFY_KEY": str(keys.public)}
+                    measured = _cold_install(root / f"reader{run}", index.url, options.cpu_seconds, reader)
+                    hit.append(measured.wall)
+                    builds += measured.builds
+                    built_here = _cold_install(root / f"local{run}", index.url, options.cpu_seconds, {})
+                    local.append(built_here.wall)
+                    local_builds += built_here.builds
+        finally:
+            server.stop()
+    import pip
+
+    print(f"pipguard bench --remote: pip {pip.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"build = {options.cpu_seconds:g} CPU s, repeat={options.repeat}")
+    local_s, hit_s = statistics.median(local), statistics.median(hit)
+    print(f"{'second machine, cold install':<34}  {'local build':>11}  {'remote hit':>10}  {'ratio':>6}")
+    print(f"{'wall s (median)':<34}  {local_s:>11.2f}  {hit_s:>10.2f}  {hit_s / local_s:>6.2f}")
+    print(f"{'builds on the second machine':<34}  {local_builds:>11}  {builds:>10}")
+    return 0 if builds == 0 else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ _CACHE_ACTIONS = {
     "purge": "remove every cached wheel not in use",
     "prune": "remove cached wheels built more than DAYS days ago",
 }
+# Each `guard remote` action, likewise.
+_REMOTE_ACTIONS = {
+    "status": "the remote store: URL (redacted), read/write mode, keys, reachability, a write probe",
+    "push": "upload local wheels (those matching PATTERN) to the remote store, signed with your key",
+}
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -59,6 +64,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     by_name["cache list"].add_argument("--json", action="store_true", help="machine-readable")
     by_name["cache remove"].add_argument("pattern")
     by_name["cache prune"].add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    remote = sub.add_parser("remote", help="the remote cache shared across machines (PIPGUARD_REMOTE)")
+    by_name["remote"] = remote
+    remote_actions = remote.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="ACTION")
+    for action, line in _REMOTE_ACTIONS.items():
+        by_name[f"remote {action}"] = remote_actions.add_parser(action, help=line, description=line)
+    by_name["remote push"].add_argument("pattern", nargs="?", default="*")
     return parser, by_name
 
 
@@ -76,6 +87,12 @@ def guard_main(args: list[str]) -> int:
     store = Store(settings.cache_root())
     if options.command == "status":
         return _status(store, options.json, options.watch)
+    if options.command == "remote":
+        from pipguard.remote import commands as remote_commands
+
+        if options.action == "status":
+            return remote_commands.status()
+        return remote_commands.push(store, lambda entry: _matches(entry, options.pattern))
     return _cache(store, options)
 
 
@@ -194,6 +211,7 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
         print(f"Wheels: {len(entries)}")
         print(f"Size: {size / 1e6:.1f} MB")
         print(f"Locks held or waited for: {len(snapshot(store)['locks'])}")
+        _remote_info(store)
         return 0
     if action == "list":
         described = [_describe(e) for e in entries if _matches(e, options.pattern)]
@@ -226,3 +244,14 @@ def _created(entry: Entry) -> datetime.datetime:
     except (KeyError, ValueError):
         return datetime.datetime.fromtimestamp(entry.wheel.stat().st_mtime, datetime.timezone.utc)
 
+
+def _remote_info(store: Store) -> None:
+    """The remote store as configured here, and the counts of every install that used it."""
+    from pipguard.remote import configured, stats
+    from pipguard.remote.commands import describe_mode
+    from pipguard.remote.tier import COUNTS
+
+    config, _complaints = configured()
+    print(f"Remote cache: {f'{config.display} ({describe_mode(config)})' if config else 'none'}")
+    counts = stats.read(store.base)
+    print("Remote: " + ", ".join(f"{counts.get(name, 0)} {name}" for name in COUNTS))

@@ -203,3 +203,10 @@ class Progress:
     def close(self, outcome: str) -> None:
         self.pause()
         info(outcome)
+
+
+def detail(message: str) -> None:
+    """A line shown only at ``-v`` (a summary users look for when they ask)."""
+    if _verbosity >= 1:
+        sys.stderr.write(f"pipguard: {message}\n")
+        sys.stderr.flush()

@@ -63,3 +63,17 @@ class BuildFailed(PipguardError):
 
 # What "machinery failure, fall back to plain pip" catches: pipguard's own errors and the OS's.
 MACHINERY_ERRORS: tuple[type[BaseException], ...] = (PipguardError, OSError)
+
+
+class RemoteUnavailable(PipguardError):
+    """The remote store did not answer as a store does (refused connection, timeout, 5xx, a bad reply):
+    the remote is switched off for the rest of the process, and everything goes on locally."""
+
+
+class RemoteRefused(PipguardError):
+    """The remote store refused an upload (403, 413, any 4xx): uploads stop; reading goes on."""
+
+
+class RemoteRejected(PipguardError):
+    """What the remote store holds for a key failed a check (manifest, signature, size, sha256, zip, tag):
+    a miss, never installed."""

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard import builder, keys, locks, records, settings
-from pipguard.display import Progress, info, warn
+from pipguard import builder, keys, locks, records, remote, settings
+from pipguard.display import Progress, detail, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
 from pipguard.redact import redact
+from pipguard.remote import stats as remote_stats
 from pipguard.sources import Source
 from pipguard.store import Store
 
@@ -59,6 +60,8 @@ class CacheGuard:
                 warn(message)
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
+        self._remote: remote.Tier | None = None
+        self._remote_opened = False
 
     # --- availability ----------------------------------------------------------------------------
 
@@ -112,8 +115,13 @@ class CacheGuard:
             reused = self._reuse(plan, holding)
             if reused is not None:
                 return reused
+            fetched = self._from_remote(plan, holding)
+            if fetched is not None:
+                return fetched
             holding.end_wait("building it here" if holding.locked else "building it privately")
-            return self._build_and_share(plan, holding)
+            built = self._build_and_share(plan, holding)
+        self._to_remote(plan, built)
+        return built
 
     def _reuse(self, plan: Plan, holding: locks.Holding) -> Result | None:
         """What the build this process waited for left: its wheel, its failure, or the cache's entry."""
@@ -154,6 +162,45 @@ class CacheGuard:
         holding.phase("publishing")
         entry = self.store.publish(plan.key, wheel, _manifest_source(plan.source, plan.sha256))
         return entry.wheel, plan.sha256
+
+    # --- the remote tier (pipguard/remote): a second look before a build, an upload after one --------
+
+    def _remote_tier(self, source: Source) -> remote.Tier | None:
+        """The remote tier, opened at its first use with this command's network settings."""
+        if not self._remote_opened:
+            self._remote_opened = True
+            self._remote = remote.open_tier(source.network)
+            if self._remote is not None:
+                atexit.register(self._remote_summary, self._remote)
+        return self._remote
+
+    def _from_remote(self, plan: Plan, holding: locks.Holding) -> Result | None:
+        """On a local miss, under the lock: a verified wheel from the remote store, published locally."""
+        tier = self._remote_tier(plan.source) if plan.persistent else None
+        if tier is None or tier.off:
+            return None
+        holding.phase("downloading")
+        directory = self.store.new_build_dir()
+        try:
+            wheel = tier.fetch(plan.key, directory, holding.subject.what)
+            if wheel is None:
+                return None
+            entry = self.store.publish(plan.key, wheel, {**_manifest_source(plan.source, plan.sha256), "remote": True})
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        holding.end_wait(f"installing the wheel from the remote cache {tier.config.display}")
+        return entry.wheel, plan.sha256
+
+    def _to_remote(self, plan: Plan, built: Result) -> None:
+        """After a local build and publish (lock released): upload it, when writing is on."""
+        tier = self._remote_tier(plan.source) if plan.persistent else None
+        if tier is not None:
+            tier.upload(plan.key, built[0])
+
+    def _remote_summary(self, tier: remote.Tier) -> None:
+        remote_stats.add(self.store.base, tier.counts)
+        if any(tier.counts.values()):
+            detail(tier.summary())
 
     def _new_work_dir(self) -> Path:
         work = self.store.new_build_dir()

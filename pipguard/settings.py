@@ -55,3 +55,19 @@ def in_ci_or_make() -> bool:
         return True
     makeflags = os.environ.get("MAKEFLAGS", "")
     return "-j" in makeflags or "jobserver" in makeflags
+
+
+REMOTE_VARIABLES = (
+    "PIPGUARD_REMOTE",
+    "PIPGUARD_REMOTE_WRITE",
+    "PIPGUARD_REMOTE_TOKEN",
+    "PIPGUARD_REMOTE_SIGNING_KEY",
+    "PIPGUARD_REMOTE_VERIFY_KEY",
+    "PIPGUARD_REMOTE_TIMEOUT",
+    "NETRC",
+)
+
+
+def remote_environment() -> dict[str, str]:
+    """The remote tier's variables as set (pipguard/remote/config.py parses them), and ``NETRC``."""
+    return {name: os.environ[name] for name in REMOTE_VARIABLES if os.environ.get(name)}

@@ -24,6 +24,19 @@ class BuildOptions:
     verbosity: int
 
 
+@dataclass(frozen=True)
+class Network:
+    """pip's network settings as the command resolved them (``--proxy``, ``--cert``, ``--client-cert``,
+    ``--trusted-host``, ``--no-proxy-env``; ``PIP_*`` variables and config included): the remote tier
+    talks to its store with them, as pip talks to an index."""
+
+    proxy: str | None = None
+    cert: str | None = None
+    client_cert: str | None = None
+    trusted_hosts: tuple[str, ...] = ()
+    no_proxy_env: bool = False
+
+
 @dataclass
 class Source:
     """One source pip needs a wheel for."""
@@ -41,3 +54,4 @@ class Source:
     # Set when pip checks this requirement's hashes (hash-checking mode, or ``--hash`` on its line): is
     # an archive with this sha256 one the user allowed? Nothing is built before it says yes.
     sha256_allowed: Callable[[str], bool] | None = field(default=None, repr=False)
+    network: Network = field(default_factory=Network, repr=False)

@@ -17,7 +17,7 @@ from optparse import Values
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipguard.sources import BuildOptions, Source
+from pipguard.sources import BuildOptions, Network, Source
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,6 +82,7 @@ def source_for(
         options=build_options(factory._finder, options, template),
         download=download,
         sha256_allowed=sha256_allowed,
+        network=network(factory._finder),
     )
 
 
@@ -209,6 +210,31 @@ def finder_args(finder: PackageFinder) -> list[str]:
     if uploaded_prior_to:
         args += ["--uploaded-prior-to", uploaded_prior_to.isoformat()]
     return args
+
+
+def network(finder: PackageFinder) -> Network:
+    """pip's network settings as this command's finder has them (for the remote tier's store)."""
+    return Network(
+        proxy=finder.proxy or None,
+        cert=finder.custom_cert or None,
+        client_cert=finder.client_cert or None,
+        trusted_hosts=tuple(finder.trusted_hosts),
+        no_proxy_env=bool(getattr(finder, "no_proxy_env", False)),
+    )
+
+
+def network_from_config() -> Network:
+    """pip's network settings from its variables and configuration alone (``pipguard guard remote``)."""
+    from pipguard._pip import parse_general
+
+    options, _rest = parse_general([])
+    return Network(
+        proxy=options.proxy or None,
+        cert=options.cert or None,
+        client_cert=options.client_cert or None,
+        trusted_hosts=tuple(options.trusted_hosts or ()),
+        no_proxy_env=bool(getattr(options, "no_proxy_env", False)),
+    )
 
 
 def _option_args(options: Values) -> list[str]:

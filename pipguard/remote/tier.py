@@ -1,0 +1,182 @@
+"""The second tier: fetch a verified wheel for a key from the remote store, upload one built here.
+
+The guard calls :meth:`Tier.fetch` on a local miss, under the local lock, before building, and
+:meth:`Tier.upload` after a local build is published. Neither ever raises: the worst a remote can cost is
+a local build. The first transport error, timeout or 5xx switches the remote off for the rest of the
+process (one warning); a refused upload stops uploads (one warning); an entry that fails a check is a
+miss (one warning), and is never installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+from pipguard.display import warn
+from pipguard.errors import CacheUnusable, RemoteRefused, RemoteRejected, RemoteUnavailable
+from pipguard.keys import file_sha256
+from pipguard.remote.config import RemoteConfig
+from pipguard.remote.keyfiles import PublicKey
+from pipguard.remote.manifest import ANYONE, MAX_MANIFEST_BYTES, Manifest, accept, blob_path, manifest_path, render
+from pipguard.remote.transport import Transport
+from pipguard.store import check_wheel
+
+COUNTS = ("hit", "miss", "rejected", "error", "uploaded", "upload failed")
+
+
+class Tier:
+    def __init__(self, config: RemoteConfig, transport: Transport) -> None:
+        self.config = config
+        self.transport = transport
+        self.counts: Counter[str] = Counter()
+        self.off = False
+        self.uploads_off = not config.write
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def fetch(self, key: str, directory: Path, what: str) -> Path | None:
+        """A verified wheel for ``key``, downloaded into ``directory``; None is a miss (build it here)."""
+        if self.off:
+            return None
+        rejected = self.counts["rejected"]
+        try:
+            for trusted in self._trusted():
+                wheel = self._fetch_from(key, trusted, directory, what)
+                if wheel is not None:
+                    self.counts["hit"] += 1
+                    return wheel
+            if self.counts["rejected"] == rejected:  # each lookup counts once: a hit, a miss or a rejection
+                self.counts["miss"] += 1
+        except RemoteUnavailable as exc:
+            self.switch_off(exc)
+        return None
+
+    def _trusted(self) -> list[PublicKey | None]:
+        """The writers whose manifests this reader reads: its verify keys, or anyone who can write."""
+        return list(self.config.verify_keys) or [None]
+
+    def _fetch_from(self, key: str, trusted: PublicKey | None, directory: Path, what: str) -> Path | None:
+        writer = trusted.writer_id if trusted else ANYONE
+        data = self.read_manifest(manifest_path(key, writer))
+        if data is None:
+            return None
+        try:
+            return self._download(accept(data, key, trusted), directory)
+        except RemoteRejected as exc:
+            self.counts["rejected"] += 1
+            warn(f"not using the remote cache's wheel for {what} ({writer}): {exc}")
+            return None
+
+    def read_manifest(self, path: str) -> bytes | None:
+        data = bytearray()
+        try:
+            found = self.transport.get(path, data.extend, MAX_MANIFEST_BYTES)
+        except RemoteRejected:
+            return b""  # too large to be a manifest: rejected by accept as not JSON
+        return bytes(data) if found else None
+
+    def _download(self, manifest: Manifest, directory: Path) -> Path:
+        wheel = directory / manifest.wheel
+        digest = hashlib.sha256()
+        with open(wheel, "wb") as out:
+
+            def sink(chunk: bytes) -> None:
+                digest.update(chunk)
+                out.write(chunk)
+
+            found = self.transport.get(manifest.blob_path, sink, manifest.size)
+        if not found:
+            raise RemoteRejected("its wheel is missing from the store")
+        if wheel.stat().st_size != manifest.size or digest.hexdigest() != manifest.sha256:
+            raise RemoteRejected("the wheel does not match its manifest's size and sha256")
+        try:
+            check_wheel(wheel)
+        except CacheUnusable as exc:
+            raise RemoteRejected(str(exc)) from None
+        if not _installable(manifest.wheel):
+            raise RemoteRejected(f"{manifest.wheel} has no tag this interpreter accepts")
+        return wheel
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def upload(self, key: str, wheel: Path) -> None:
+        """Upload a wheel built and published here: the blob first, the manifests last (the commit point)."""
+        if self.off or self.uploads_off:
+            return
+        try:
+            sha256, size = file_sha256(wheel), wheel.stat().st_size
+            self._put_blob(blob_path(sha256, wheel.name), wheel, sha256, size)
+            _writer, body = render(key, wheel.name, size, sha256, self.config.signing_key)
+            signer = self.config.signing_key.public if self.config.signing_key else None
+            if signer is not None:
+                self._put_manifest(key, signer, body)
+            self._put_manifest(key, None, body)
+            self.counts["uploaded"] += 1
+        except RemoteRefused as exc:
+            self.counts["upload failed"] += 1
+            self.uploads_off = True
+            warn(f"the remote cache {self.config.display} refused an upload ({exc}); not uploading again")
+        except RemoteUnavailable as exc:
+            self.counts["upload failed"] += 1
+            self.switch_off(exc)
+        except OSError as exc:
+            self.counts["upload failed"] += 1
+            warn(f"could not upload {wheel.name} to the remote cache: {exc.strerror or exc}")
+
+    def _put_blob(self, path: str, wheel: Path, sha256: str, size: int) -> None:
+        """Never overwrite a good blob; replace one whose content does not match its address."""
+        digest = hashlib.sha256()
+        try:
+            there = self.transport.get(path, digest.update, size)
+        except RemoteRejected:
+            there = True  # larger than it should be: not ours
+        if there and digest.hexdigest() == sha256:
+            return
+        self.transport.put(path, wheel, replace=there)
+
+    def _put_manifest(self, key: str, signer: PublicKey | None, body: bytes) -> None:
+        """Never overwrite a manifest, except one in this signer's name that this signer did not sign."""
+        path = manifest_path(key, signer.writer_id if signer else ANYONE)
+        existing = self.read_manifest(path)
+        if existing is not None:
+            if signer is None:
+                return
+            try:
+                accept(existing, key, signer)
+                return
+            except RemoteRejected as exc:
+                warn(f"replacing a forged remote manifest in this writer's name for {key[:12]} ({exc})")
+        self.transport.put(path, body, replace=existing is not None)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def switch_off(self, exc: BaseException) -> None:
+        """The first transport error, timeout or 5xx: one warning, then no remote for this process."""
+        self.counts["error"] += 1
+        if not self.off:
+            warn(f"the remote cache {self.config.display} is unavailable ({exc}); going on without it")
+        self.off = True
+
+    def summary(self) -> str:
+        counted = ", ".join(f"{self.counts[name]} {name}" for name in COUNTS)
+        return f"remote cache {self.config.display}: {counted}"
+
+
+@functools.cache
+def _accepted_tags() -> frozenset[str]:
+    from packaging.tags import sys_tags
+
+    return frozenset(str(tag) for tag in sys_tags())
+
+
+def _installable(wheel_name: str) -> bool:
+    """Whether one of the wheel's tags is one this interpreter accepts (pipguard runs under the target)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        tags = parse_wheel_filename(wheel_name)[3]
+    except InvalidWheelFilename:
+        return False
+    return any(str(tag) in _accepted_tags() for tag in tags)
