@@ -47,6 +47,11 @@ def output_for(verbosity: int) -> Iterator[Output]:
         _OUTPUT.reset(token)
 
 
+def current() -> Output:
+    """The running command's output settings (to keep for a line written after the command returns)."""
+    return _OUTPUT.get()
+
+
 def _verbosity() -> int:
     return _OUTPUT.get().verbosity
 
@@ -205,8 +210,10 @@ class Progress:
         info(outcome)
 
 
-def detail(message: str) -> None:
-    """A line shown only at ``-v`` (a summary users look for when they ask)."""
-    if _verbosity >= 1:
+def detail(message: str, output: Output | None = None) -> None:
+    """A line shown only at ``-v`` (a summary users look for when they ask).
+
+    ``output``: the command's, captured while it ran, for a line written after it (at exit)."""
+    if (output or _OUTPUT.get()).verbosity >= 1:
         sys.stderr.write(f"pipguard: {message}\n")
         sys.stderr.flush()

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard import builder, keys, locks, records, remote, settings
-from pipguard.display import Progress, detail, info, warn
+from pipguard import builder, display, keys, locks, records, remote, settings
+from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
 from pipguard.redact import redact
@@ -171,7 +171,7 @@ class CacheGuard:
             self._remote_opened = True
             self._remote = remote.open_tier(source.network)
             if self._remote is not None:
-                atexit.register(self._remote_summary, self._remote)
+                atexit.register(self._remote_summary, self._remote, display.current())
         return self._remote
 
     def _from_remote(self, plan: Plan, holding: locks.Holding) -> Result | None:
@@ -197,10 +197,10 @@ class CacheGuard:
         if tier is not None:
             tier.upload(plan.key, built[0])
 
-    def _remote_summary(self, tier: remote.Tier) -> None:
+    def _remote_summary(self, tier: remote.Tier, output: display.Output) -> None:
         remote_stats.add(self.store.base, tier.counts)
         if any(tier.counts.values()):
-            detail(tier.summary())
+            display.detail(tier.summary(), output)
 
     def _new_work_dir(self) -> Path:
         work = self.store.new_build_dir()
