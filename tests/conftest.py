@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pipguard.store import Store
 from support.envs import clean_env, make_venv, venv_site_packages
 from support.hooklog import count
 from support.index import IndexServer
@@ -52,6 +53,11 @@ class World:
     cache: Path
     hook_log: Path
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        """The cache's layout, as pipguard itself defines it (the one place tests learn where things are)."""
+        return Store(self.cache)
 
     def venv(self, name: str) -> Path:
         path = self.root / "venvs" / name

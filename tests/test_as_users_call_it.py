@@ -221,4 +221,4 @@ def test_pip_outside_the_supported_range_runs_plain_pip_after_one_warning(world:
     warnings = result.warnings()
     assert len(warnings) == 1 and BELOW_RANGE_PIP in warnings[0] and "plain pip" in warnings[0], warnings
     assert (old.site_packages(venv) / "alpha").is_dir()
-    assert not (world.cache / "v1" / "wheels").exists() or not any((world.cache / "v1" / "wheels").rglob("*.whl"))
+    assert not world.store.wheels.exists() or not any(world.store.wheels.rglob("*.whl"))

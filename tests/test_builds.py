@@ -175,4 +175,4 @@ def test_a_failing_build_is_reported_as_pip_reports_it_and_built_once(world: Wor
     assert guarded.error_lines() == plain.error_lines()
     assert "error: subprocess-exited-with-error" in guarded.stderr
     assert "FIXTURE_FAIL_BUILD: refusing to build alpha" in guarded.stderr
-    assert not any((world.cache / "v1" / "wheels").rglob("*.whl"))
+    assert not any(world.store.wheels.rglob("*.whl"))

@@ -52,7 +52,7 @@ def _install_both(world: World, *install_args: str) -> tuple[Path, Path]:
 
 
 def _published_wheels(world: World) -> list[Path]:
-    return sorted((world.cache / "v1" / "wheels").rglob("*.whl"))
+    return sorted(world.store.wheels.rglob("*.whl"))
 
 
 def _installed_version(world: World, venv: Path, project: str) -> str | None:

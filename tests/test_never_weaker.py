@@ -28,7 +28,7 @@ def _hooks_of(world: World, project: str) -> list[str]:
 
 
 def _cache_files(world: World, *parts: str) -> list[Path]:
-    root = world.cache.joinpath("v1", *parts)
+    root = world.store.base.joinpath(*parts)
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
 
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import Dists, Result, World
 from support.processes import install_args
 from support.remote import Hanging, KeyPair, Nginx, free_port, nginx_binary, openssl_keypair, start_nginx
+from pipguard.store import Store
 
 SECRET = "tok-3f9a1c-never-shown"
 
@@ -84,7 +85,7 @@ def assert_whole(store: Path) -> None:
 
 def assert_no_leftovers(world: World, *machines: str) -> None:
     for name in machines:
-        tmp = world.root / name / "cache" / "v1" / "tmp"
+        tmp = Store(world.root / name / "cache").tmp
         assert list(tmp.iterdir()) == [] if tmp.is_dir() else True, name
 
 

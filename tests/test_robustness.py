@@ -61,13 +61,13 @@ def build_pids(world: World, project: str) -> list[int]:
 
 
 def entries(cache: Path) -> list[Path]:
-    return sorted(p for p in (cache / "v1" / "wheels").glob("*/*"))
+    return sorted(p for p in Store(cache).wheels.glob("*/*"))
 
 
 def entry_problems(cache: Path) -> list[str]:
     """Every entry directory must hold a manifest.json and the wheel it names (no partial entries)."""
     problems = []
-    wheels = cache / "v1" / "wheels"
+    wheels = Store(cache).wheels
     try:
         shards = os.listdir(wheels)
     except OSError:
@@ -196,10 +196,10 @@ def test_holder_killed_mid_build_a_waiter_takes_over(world: World, dists: Dists,
     (entry,) = entries(world.cache)
     assert verified(entry)
     # The dead build's directory may remain, but no live process owns it, so cleaning removes it.
-    leftovers = list((world.cache / "v1" / "tmp").glob("build-*"))
+    leftovers = list(world.store.tmp.glob("build-*"))
     assert not [d for d in leftovers if in_use(d)], leftovers
     Store(world.cache).clean_tmp(older_than=0)
-    assert not list((world.cache / "v1" / "tmp").glob("build-*"))
+    assert not list(world.store.tmp.glob("build-*"))
     assert status(world)["locks"] == []
 
 
@@ -246,7 +246,7 @@ def test_sigint_to_the_holder_hands_the_build_on(world: World, dists: Dists, cre
     (holder_build,) = gate.wait_started(what="the holder's build to reach build_wheel")
     build_child = parent_pid(holder_build)  # the `pip wheel` child pipguard runs; the backend is its child
     assert parent_pid(build_child) == holder.popen.pid
-    (build_dir,) = (world.cache / "v1" / "tmp").glob("build-*")
+    (build_dir,) = world.store.tmp.glob("build-*")
     assert in_use(build_dir)
     waiter = crew.start(install_cmd(world, venvs[1], dists.index.url, "slowpkg"), "waiter", gate.env)
     wait_for(lambda: waiter.popen.pid in waiting_pids(world), "the waiter to queue")
@@ -443,7 +443,7 @@ def test_full_cache_disk_means_plain_pip(world: World, dists: Dists, mounts: Cal
     assert "No space left" in result.warnings()[0]
     assert world.module_version(venv, "alpha") == world.module_version(venv, "beta") == "1.0"
     assert entries(world.cache) == []
-    assert list((world.cache / "v1" / "tmp").iterdir()) == []
+    assert list(world.store.tmp.iterdir()) == []
     assert record_pids(world.cache) == set()
 
 
@@ -517,7 +517,7 @@ def test_cache_directories_are_private_even_with_a_group_umask(world: World, dis
         world.cache,
         *(p for p in world.cache.rglob("*") if p.is_dir() and not p.is_symlink()),
     ]
-    v1 = world.cache / "v1"
+    v1 = world.store.base
     assert {v1 / d for d in ("wheels", "locks", "records", "tmp")} <= set(directories)
     modes = {str(d): oct(d.stat().st_mode & 0o777) for d in directories}
     assert set(modes.values()) == {"0o700"}, modes

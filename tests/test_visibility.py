@@ -308,7 +308,7 @@ def test_records_of_killed_processes_are_cleaned_up_and_a_waiter_takes_over(
     heir = start_slowpkg(crew, dists.index.url, "heir", gate.env)
     lock = wait_for_lock(world, holder.popen.pid, 2)
     key = lock["key"]
-    records_dir = world.cache / "v1" / "records" / key
+    records_dir = world.store.records / key
     assert doomed.popen.pid in record_pids(world.cache, key, unfinished=True)
 
     # A killed waiter: gone from status, and its record file removed.
@@ -356,7 +356,7 @@ def test_concurrent_reinstalls_into_one_environment_are_serialized(world: World,
     assert [world.hooks("build_wheel", p) for p in packages] == [1, 1, 1]
 
     # Hold the environment's lock the way another installing process would, so all 8 meet at it.
-    lock_path = world.cache / "v1" / "locks" / f"{environment_lock_key(str(venv))}.lock"
+    lock_path = world.store.locks / f"{environment_lock_key(str(venv))}.lock"
     assert lock_path.is_file(), "the first install should have created the environment's lock file"
     fd = os.open(lock_path, os.O_RDWR)
     crew.on_teardown(lambda: os.close(fd))
@@ -424,7 +424,7 @@ def test_guard_cache_commands(world: World, dists: Dists) -> None:
     assert world.hooks("build_wheel", "slowpkg") == 2
     assert len(cache_list(world)) == 1
 
-    locks_dir = world.cache / "v1" / "locks"
+    locks_dir = world.store.locks
     lock_files = sorted(locks_dir.glob("*.lock"))
     assert lock_files
     purged = world.pipguard("guard", "cache", "purge")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from pipguard.store import Store
 
 if TYPE_CHECKING:  # conftest imports this module: a runtime import would be circular
     from conftest import Process, World
@@ -187,7 +188,7 @@ def record_pids(cache: Path, key: str = "*", unfinished: bool = False) -> set[in
     nothing at all of a process is left behind.
     """
     pids = set()
-    for path in (cache / "v1" / "records").glob(f"{key}/*.json"):
+    for path in Store(cache).records.glob(f"{key}/*.json"):
         if path.name.startswith(".") and not unfinished:
             continue
         try:
