@@ -1,3 +1,3 @@
 """pipguard: pip, with source builds going through a locked, shared wheel cache."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

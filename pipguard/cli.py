@@ -68,7 +68,7 @@ def run_here(args: list[str]) -> int:
 def version_text() -> str:
     """pipguard, the environment it serves (this process runs as the target), and pip's own version line.
 
-    e.g. ``pipguard 0.1.0 for /home/u/proj/.venv with pip 26.3 from …/pip (python 3.12)``: pip names the
+    e.g. ``pipguard 0.2.0 for /home/u/proj/.venv with pip 26.3 from …/pip (python 3.12)``: pip names the
     target's Python version, since it runs under the target too.
     """
     return f"pipguard {__version__} for {sys.prefix} with {_pip.version_line()}"
