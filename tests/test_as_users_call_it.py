@@ -20,7 +20,7 @@ from support.processes import install_args
 from support.versions import BELOW_RANGE_PIP
 from support.processes import Crew, Gate, install_args, status, wait_for
 from support.toolenv import pipx_pipguard  # noqa: F401 - a fixture
-from support.toolenv import Tool, base_python_dir, install_pipguard, pipguard_wheel
+from support.toolenv import Tool, base_python_dir, install_pipguard, no_machine_pip, pipguard_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -47,7 +47,9 @@ def _system_python(world: World) -> Path:
 
 def _user_path(world: World, tool: Tool, *first: Path) -> str:
     """PATH of a user with pipguard from pipx and a system python3 (after ``first``), and nothing else of ours."""
-    return os.pathsep.join([*map(str, first), str(_system_python(world)), str(tool.bin_dir), os.environ["PATH"]])
+    guard = no_machine_pip(world.root / "no-machine-pip")
+    parts = [*map(str, first), str(_system_python(world)), str(tool.bin_dir), str(guard), os.environ["PATH"]]
+    return os.pathsep.join(parts)
 
 
 def _lines(result: Result, start: str) -> list[str]:

@@ -98,8 +98,10 @@ class Tool:
     venv: Path
 
     def path_with(self, first: Path) -> str:
-        """A PATH with ``first`` (where the user's python3 is) ahead of pipx's bin directory."""
-        return os.pathsep.join([str(first), str(self.bin_dir), os.environ.get("PATH", "")])
+        """A PATH with ``first`` (where the user's python3 is) ahead of pipx's bin directory; the machine's
+        own pip is never reached through it."""
+        guard = no_machine_pip(self.bin_dir.parent / "no-machine-pip")
+        return os.pathsep.join([str(first), str(self.bin_dir), str(guard), os.environ.get("PATH", "")])
 
     def has(self, project: str) -> bool:
         """Whether ``project`` is installed in pipguard's own tool venv (it must never be by accident)."""
@@ -119,4 +121,17 @@ def base_python_dir(directory: Path) -> Path:
     pipguard), as a system python3 on PATH would be."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "python3").symlink_to(os.path.realpath(sys._base_executable))  # type: ignore[attr-defined]
+    return directory
+
+
+def no_machine_pip(directory: Path) -> Path:
+    """A directory of ``pip``, ``pip3`` and ``pip3.X`` that fail loudly, to sit ahead of the machine's PATH.
+
+    A recipe that means pipguard's shims but, through a fault, reaches the machine's own pip would install
+    into the machine's Python: here it fails the test instead, touching nothing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("pip", "pip3", f"pip3.{sys.version_info[1]}"):
+        stub = directory / name
+        stub.write_text('#!/bin/sh\necho "test: the machine\'s own pip was reached: $0 $*" >&2\nexit 97\n')
+        stub.chmod(0o755)
     return directory
