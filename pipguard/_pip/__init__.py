@@ -7,7 +7,7 @@ runs plain pip.
 
 Modules: ``patches`` (the table of patch points, attach and detach), ``describe`` (pip's objects turned
 into pipguard's plain ``Source``), ``failure`` (a failed build reported in pip's own words). This module
-holds the small read-only helpers the rest of pipguard uses (version, parser, runner, tags).
+holds the small read-only helpers the rest of pipguard uses (version, parser, interpreter, tags, main).
 """
 
 from __future__ import annotations
