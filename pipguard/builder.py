@@ -8,9 +8,24 @@ the options the user's command resolved to (the finder's index scope, build isol
 build constraints...). It never goes through pipguard again, so it cannot wait for the lock its parent
 holds, and it leaves with ``os._exit``: none of the parent's exit handlers run twice.
 
+Builds may run side by side, each waited for by a thread of the parent (ahead.py), so the child may be
+forked from a process with other threads. Only the forking thread lives on in the child, and any lock
+another thread held at that moment stays held there forever. The child touches none of them:
+
+- it closes every descriptor but 0-2 at once (no lock file, record, jobserver or socket of the parent's
+  survives in it, and ``flock`` locks live on the parent's open descriptions, which the child merely
+  dropped its references to) and opens fresh ``sys.std*`` objects (the old ones' buffer locks may be
+  held by another thread);
+- CPython itself re-initialises the import lock, the GIL and the thread state after ``fork``, and the
+  ``logging`` module takes its locks around ``fork`` (``os.register_at_fork``), so pip's logging setup
+  in the child starts clean; pip's log indentation is thread-local and reset;
+- the parent's pip objects that own locks (its HTTP session's connection pools, a rich live display)
+  are never used in the child: ``pip wheel`` makes its own.
+
 Its exit code tells whose failure it is: 1 is pip's "the build failed" (the backend, or pip around it:
 plain pip would have failed the same way), reported as pip reports it and never retried in this run;
-anything else is pipguard's (bad options, a crash), and the parent falls back to plain pip.
+anything else is pipguard's (bad options, a crash), and the parent falls back to plain pip; but
+``CHILD_STOPPED`` means the child was interrupted (Ctrl-C reaches the whole job): no outcome at all.
 """
 
 from __future__ import annotations
@@ -20,15 +35,21 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from pipguard._pip.failure import stage_of
-from pipguard.errors import BuildChildError, BuildFailed, BuildReport
+from pipguard.errors import BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
 
+# Python 3.12+ warns on every fork of a multi-threaded process; the child above is written for it.
+warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
+
 PIP_BUILD_FAILED = 1  # pip's ERROR status: a build, resolution or download failure
+CHILD_STOPPED = 130  # the child was interrupted (Ctrl-C to the job, SIGTERM from its parent): no outcome
 
 
 def claim(work: Path) -> int:
@@ -59,6 +80,8 @@ def build(
     stdout_path, stderr_path = work / "build.out", work / "build.err"
     # At -v the user watches the build as with plain pip; otherwise it is replayed only if it fails.
     code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick)
+    if code == CHILD_STOPPED:
+        raise BuildStopped(f"the build of {name} was stopped")
     if code == PIP_BUILD_FAILED:
         report_out, report_err = _read(stdout_path), _read(stderr_path)
         raise BuildFailed(BuildReport(name, stage_of(report_out), report_out, report_err))
@@ -101,6 +124,7 @@ def _run(args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], No
 
 def _child(args: list[str], sinks: tuple[Path, Path] | None) -> NoReturn:
     code = 2
+    stopped = _stop_on_signals()
     try:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         if sinks is not None:
@@ -124,7 +148,22 @@ def _child(args: list[str], sinks: tuple[Path, Path] | None) -> NoReturn:
                 stream.flush()
             except BaseException:  # noqa: BLE001, S110 - nothing left to report it to
                 pass
-        os._exit(code)
+        os._exit(CHILD_STOPPED if stopped else code)
+
+
+def _stop_on_signals() -> list[int]:
+    """Ctrl-C and SIGTERM unwind pip in the child as in plain pip (its temp dirs go), then the child exits
+    with ``CHILD_STOPPED``: its parent must not take pip's "operation cancelled" status for a failed
+    build (which it would report, and hand to other processes). Returns the signals seen so far."""
+    seen: list[int] = []
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupted)
+    return seen
 
 
 def _stop(pid: int) -> None:

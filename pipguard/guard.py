@@ -19,15 +19,16 @@ import atexit
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard import builder, keys, locks, records, settings
+from pipguard import builder, jobs, keys, locks, records, settings
 from pipguard.display import Progress, info, warn
-from pipguard.errors import MACHINERY_ERRORS, BuildFailed, CacheUnusable, SourceMismatch
+from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
 from pipguard.redact import redact
 from pipguard.sources import Source
@@ -50,28 +51,41 @@ class Plan:
 
 
 class CacheGuard:
+    """One command's guard. Its builds may run in several threads at once (ahead.py): the state they share
+    is guarded (``_ready`` under ``_lock``) or only ever appended to (``_handed``, the store's pins: single
+    operations on builtin containers, atomic in CPython), and each thread holds at most one build lock."""
+
     def __init__(self) -> None:
         self.store = Store(settings.cache_root())
         self.timeout, complaint = settings.lock_timeout()
         _progress, progress_complaint = settings.progress_override()
-        for message in (complaint, progress_complaint):
+        job_count, jobs_complaint = settings.jobs()
+        for message in (complaint, progress_complaint, jobs_complaint):
             if message:
                 warn(message)
+        self.budget = jobs.budget_from_environment(job_count, os.environ.get("MAKEFLAGS", ""))
+        self.stopping = threading.Event()  # set when the command is interrupted: every build ends at once
+        self._lock = threading.Lock()
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
+
+    def stop(self) -> None:
+        """The command is interrupted: every build and wait of this guard ends at once (BuildStopped)."""
+        self.stopping.set()
 
     # --- availability ----------------------------------------------------------------------------
 
     def _usable(self) -> bool:
-        if self._ready is None:
-            try:
-                self.store.prepare(settings.trusts_shared_cache())
-                self.store.clean_tmp()
-                self._ready = True
-                atexit.register(self._leave)
-            except CacheUnusable as exc:
-                self._give_up(exc)
-        return bool(self._ready)
+        with self._lock:
+            if self._ready is None:
+                try:
+                    self.store.prepare(settings.trusts_shared_cache())
+                    self.store.clean_tmp()
+                    self._ready = True
+                    atexit.register(self._leave)
+                except CacheUnusable as exc:
+                    self._give_up(exc)
+            return bool(self._ready)
 
     def _give_up(self, exc: BaseException) -> None:
         """One warning per process; from then on this process is plain pip."""
@@ -108,7 +122,7 @@ class CacheGuard:
         subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
         phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "building"
         lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
-        with locks.hold(lock_path, record_dir, subject, self.timeout, phase) as holding:
+        with locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set) as holding:
             reused = self._reuse(plan, holding)
             if reused is not None:
                 return reused
@@ -139,7 +153,6 @@ class CacheGuard:
             plan.work = self._new_work_dir()
         if plan.source.kind == "archive" and plan.archive is None:
             plan.archive = _download(plan.source, plan.work)
-        holding.phase("building")
         try:
             wheel = self._build(plan, holding)
         except BuildFailed as exc:
@@ -188,6 +201,13 @@ class CacheGuard:
         return plan
 
     def _build(self, plan: Plan, holding: locks.Holding) -> Path:
+        """Build in the child once the job budget has room (``queued`` in the record until then)."""
+        holding.phase("queued")
+        with self.budget.slot(self.stopping.is_set):
+            holding.phase("building")
+            return self._run_build(plan, holding)
+
+    def _run_build(self, plan: Plan, holding: locks.Holding) -> Path:
         target = _build_target(plan.source, plan.archive)
         progress = Progress(holding.subject.what, waiting=False)
         started = time.monotonic()
@@ -198,6 +218,8 @@ class CacheGuard:
 
         def tick() -> None:
             nonlocal last, most_waiting
+            if self.stopping.is_set():
+                raise BuildStopped(f"stopped building {holding.subject.what}")
             now = time.monotonic()
             if now - last < locks.REFRESH_SECONDS:
                 return
