@@ -8,9 +8,15 @@ the options the user's command resolved to (the finder's index scope, build isol
 build constraints...). It never goes through pipguard again, so it cannot wait for the lock its parent
 holds, and it leaves with ``os._exit``: none of the parent's exit handlers run twice.
 
-Builds may run side by side, each waited for by a thread of the parent (ahead.py), so the child may be
-forked from a process with other threads. Only the forking thread lives on in the child, and any lock
-another thread held at that moment stays held there forever. The child touches none of them:
+Builds may run side by side, each waited for by a thread of the parent (ahead.py). A fork of a process
+with other threads is not safe here: only the forking thread lives on in the child, and a lock another
+thread held at that moment stays held there forever. Most are harmless, since the child never touches
+them, but not all: importlib's per-module locks are not re-initialised by CPython, so a module another
+thread was importing at the moment of the fork can never be imported in the child (seen: a build child
+of a four-build install hung in ``import_ensure_initialized``). So the child is a fork only while this
+is the only thread (every build of a command that builds nothing ahead, ``PIPGUARD_JOBS=1`` included);
+with other threads alive it is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip
+--python`` does), which costs its start-up (about 0.3 s) and nothing else. The fork itself relies on:
 
 - it closes every descriptor but 0-2 at once (no lock file, record, jobserver or socket of the parent's
   survives in it, and ``flock`` locks live on the parent's open descriptions, which the child merely
@@ -32,7 +38,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -99,19 +107,75 @@ STOP_SECONDS = 5.0
 
 
 def _run(args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None]) -> int:
-    """Fork the child, wait for it (calling ``tick`` meanwhile), return its exit code.
+    """Start the child, wait for it (calling ``tick`` meanwhile), return its exit code.
 
-    Same process group as pipguard: a shell, make or CI runner that stops the job stops the build."""
+    A fork while this is the only thread; a new interpreter otherwise (see the module's docstring). Same
+    process group as pipguard: a shell, make or CI runner that stops the job stops the build."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if threading.active_count() > 1:
+        return _wait(_spawn(args, sinks), tick)
     pid = os.fork()
     if pid == 0:
         _child(args, sinks)
+    return _wait(pid, tick)
+
+
+# Runs pip's own runner (as ``pip --python`` does) with the child's signal handling (_stop_on_signals).
+_SPAWNED_CHILD = """\
+import os, runpy, signal, sys
+seen = []
+def interrupted(signum, frame):
+    seen.append(signum)
+    raise KeyboardInterrupt
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, interrupted)
+sys.argv = sys.argv[1:]
+code = 2
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    code = 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit({stopped} if seen else code)
+"""
+
+
+def _spawn(args: list[str], sinks: tuple[Path, Path] | None) -> int:
+    """A new interpreter running pip's own runner with ``args``; its pid."""
+    from pipguard._pip import pip_location
+
+    runner = os.path.join(pip_location(), "__pip-runner__.py")
+    outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _SPAWNED_CHILD.format(stopped=CHILD_STOPPED), runner, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=outputs[0],
+            stderr=outputs[1],
+        )
+    finally:
+        for handle in outputs:
+            if handle is not None:
+                handle.close()
+    _SPAWNED[child.pid] = child
+    return child.pid
+
+
+# Spawned children by pid: Popen objects must live until their child is reaped (waitpid below reaps it).
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _wait(pid: int, tick: Callable[[], None]) -> int:
     try:
         last_tick = time.monotonic()
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
+                _SPAWNED.pop(pid, None)
                 return os.waitstatus_to_exitcode(status)
             if time.monotonic() - last_tick >= TICK_SECONDS:
                 last_tick = time.monotonic()
@@ -119,6 +183,7 @@ def _run(args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], No
             time.sleep(POLL_SECONDS)
     except BaseException:
         _stop(pid)
+        _SPAWNED.pop(pid, None)
         raise
 
 

@@ -69,6 +69,10 @@ class CacheGuard:
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
 
+    def builds_at_once(self) -> int:
+        """How many builds this process may run at once (PIPGUARD_JOBS, or 1 under make without a share)."""
+        return self.budget.jobs
+
     def stop(self) -> None:
         """The command is interrupted: every build and wait of this guard ends at once (BuildStopped)."""
         self.stopping.set()

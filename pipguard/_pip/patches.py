@@ -67,6 +67,9 @@ class Guard(Protocol):
     def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
         """Serialize builds in one source tree (editables: locked, never cached)."""
 
+    def builds_at_once(self) -> int:
+        """The job budget of this process: building ahead is worth it only above 1."""
+
     def stop(self) -> None:
         """End every build and wait in flight at once (the command failed or is interrupted)."""
 
@@ -117,6 +120,11 @@ class Seam:
         """Start building the command's pinned sdists in the background (see ahead.py)."""
         options = self.options
         if options is None or self.command is None or self._dry_run() or self.ahead is not None:
+            return
+        try:
+            if self.guard.builds_at_once() < 2:
+                return  # one build at a time anyway: each in turn, forked, as the resolver reaches it
+        except MACHINERY_ERRORS:
             return
         installing = self.command == "install" and not (
             options.force_reinstall or options.ignore_installed or options.target_dir
