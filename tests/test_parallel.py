@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import Dists, World
+from conftest import Dists, Result, World
 from support.hooklog import build_intervals, most_at_once
 from support.processes import Crew, Gate, install_args, parent_pid, pid_alive, record_pids
 from support.projects import make_project, make_sdist
@@ -97,10 +97,18 @@ def test_a_failing_background_build_fails_as_plain_pip(world: World, dists: Dist
     plain = world.pip("--python", str(world.venv("p")), *args, env=env)
     assert guarded.returncode == plain.returncode == 1, guarded.output
     assert guarded.warnings() == []
-    assert guarded.error_lines() == plain.error_lines() != []
+    assert guarded.error_lines() == plain.error_lines()
+    assert _summary(guarded) == _summary(plain) != []
     assert "FIXTURE_FAIL_BUILD: refusing to build gamma" in guarded.stderr
     assert world.hooks("build_wheel", "gamma") == 2  # pipguard's one build, plain pip's one
     assert not list(world.site_packages(world.root / "venvs" / "g").glob("gamma*"))
+
+
+def _summary(result: Result) -> list[str]:
+    """pip's closing error block: the lines from its last error headline on (pipguard's own lines left out)."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("pipguard:")]
+    starts = [i for i, line in enumerate(lines) if line.startswith(("ERROR:", "error:"))]
+    return lines[starts[-1] :] if starts else []
 
 
 def test_processes_with_overlapping_sets_build_each_sdist_once(world: World, crew: Crew, cpu_links: Path) -> None:
