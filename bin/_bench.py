@@ -84,16 +84,6 @@ class Tool:
         return count(self.hook_log, "build_wheel", package)
 
 
-class UvTool(Tool):
-    """``uv pip``, with a cache of its own: ``uv pip install --python VENV ...``."""
-
-    def __init__(self, root: Path, index_url: str, cpu_seconds: float) -> None:
-        super().__init__("uv", ["uv", "pip"], root, index_url, cpu_seconds)
-        self.env["UV_CACHE_DIR"] = str(root / "uv-cache")
-
-    def command(self, venv: Path, *args: str) -> list[str]:
-        return [*self.argv0, args[0], "--python", str(venv), *args[1:]]
-
     def install(self, venv: Path, *extra: str, package: str = PACKAGE) -> list[str]:
         return self.command(venv, "install", "--index-url", self.index_url, *extra, package)
 
@@ -124,6 +114,17 @@ class UvTool(Tool):
 
     def median(self, command: list[str], repeat: int) -> float:
         return statistics.median(self.run_all([command]).wall for _ in range(repeat))
+
+
+class UvTool(Tool):
+    """``uv pip``, with a cache of its own: ``uv pip install --python VENV ...``."""
+
+    def __init__(self, root: Path, index_url: str, cpu_seconds: float) -> None:
+        super().__init__("uv", ["uv", "pip"], root, index_url, cpu_seconds)
+        self.env["UV_CACHE_DIR"] = str(root / "uv-cache")
+
+    def command(self, venv: Path, *args: str) -> list[str]:
+        return [*self.argv0, args[0], "--python", str(venv), *args[1:]]
 
 
 Row = tuple[str, ...]  # scenario, plain pip, pipguard, ratio[, uv]
