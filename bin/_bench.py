@@ -1,6 +1,8 @@
 """Benchmark pipguard against plain pip, side by side in one run (see bin/bench).
 
 Scenarios:
+- one install, 4 CPU-bound sdists (pinned, cold caches): plain pip builds them in turn, pipguard side by
+  side within its job budget; and pipguard with PIPGUARD_JOBS=1, which shows what pipguard adds per build.
 - cold: the uv #3525 test plan. N fresh venvs, N concurrent installs of one CPU-bound sdist from an HTTP
   index on 127.0.0.1, cold caches (pip's and pipguard's). Builds, wall and CPU seconds.
 - warm reinstall: ``install --force-reinstall`` of the same package with warm caches (median of R).
@@ -13,7 +15,8 @@ Scenarios:
   nginx with WebDAV PUT on 127.0.0.1; the first machine built and uploaded, signed), against a cold install
   that builds locally, side by side (median of R, fresh caches and venvs each time).
 
-CPU seconds are those of all child processes (pip, builds, backends), from getrusage.
+CPU seconds are those of all child processes (pip, builds, backends), from getrusage. When ``uv`` is on
+PATH, its column shows ``uv pip`` in the same run, for the scenarios it can run (the cold ones).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -39,6 +44,7 @@ from support.projects import make_project, make_sdist  # noqa: E402
 from support.remote import nginx_binary, openssl_keypair, start_nginx  # noqa: E402
 
 PACKAGE = "cpupkg"
+ONE_INSTALL = ("sidea", "sideb", "sidec", "sided")
 FAILING = "failpkg"
 TREE = "treepkg"
 NODE_MODULES_FILES = 30_000
@@ -78,6 +84,10 @@ class Tool:
     def command(self, venv: Path, *args: str) -> list[str]:
         return [*self.argv0, "--python", str(venv), *args]
 
+    def builds(self, package: str) -> int:
+        return count(self.hook_log, "build_wheel", package)
+
+
     def install(self, venv: Path, *extra: str, package: str = PACKAGE) -> list[str]:
         return self.command(venv, "install", "--index-url", self.index_url, *extra, package)
 
@@ -110,24 +120,65 @@ class Tool:
         return statistics.median(self.run_all([command]).wall for _ in range(repeat))
 
 
-Row = tuple[str, str, str, str]
+class UvTool(Tool):
+    """``uv pip``, with a cache of its own: ``uv pip install --python VENV ...``."""
+
+    def __init__(self, root: Path, index_url: str, cpu_seconds: float) -> None:
+        super().__init__("uv", ["uv", "pip"], root, index_url, cpu_seconds)
+        self.env["UV_CACHE_DIR"] = str(root / "uv-cache")
+
+    def command(self, venv: Path, *args: str) -> list[str]:
+        return [*self.argv0, args[0], "--python", str(venv), *args[1:]]
+
+
+Row = tuple[str, ...]  # scenario, plain pip, pipguard, ratio[, uv]
 
 
 def _ratio(plain: float, guard: float, digits: int = 1) -> tuple[str, str, str]:
     return f"{plain:.{digits}f}", f"{guard:.{digits}f}", f"{guard / plain:.2f}"
 
 
-def cold_concurrent(tools: list[Tool], n: int) -> tuple[list[Row], int]:
+def cold_concurrent(tools: list[Tool], n: int, uv: Tool | None) -> tuple[list[Row], int]:
     """The uv #3525 plan: n fresh venvs, n concurrent installs of one CPU-bound sdist, cold caches."""
-    cold = {tool.name: tool.run_all([tool.install(v) for v in tool.venvs("v", n)]) for tool in tools}
-    plain, guard = cold["plain pip"], cold["pipguard"]
+    cold = {tool.name: tool.run_all([tool.install(v) for v in tool.venvs("v", n)]) for tool in [*tools, *_some(uv)]}
+    plain, guard, by_uv = cold["plain pip"], cold["pipguard"], cold.get("uv")
     label = f"cold, {n} concurrent installs"
     return [
-        (f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}"),
-        (f"{label}: wall s", *_ratio(plain.wall, guard.wall)),
-        (f"{label}: CPU s", *_ratio(plain.cpu, guard.cpu)),
-        ("cold: failed installs", str(plain.failures), str(guard.failures), ""),
+        (f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}",
+         *_uv(by_uv, lambda m: str(m.builds))),
+        (f"{label}: wall s", *_ratio(plain.wall, guard.wall), *_uv(by_uv, lambda m: f"{m.wall:.1f}")),
+        (f"{label}: CPU s", *_ratio(plain.cpu, guard.cpu), *_uv(by_uv, lambda m: f"{m.cpu:.1f}")),
+        ("cold: failed installs", str(plain.failures), str(guard.failures), "", *_uv(by_uv, lambda m: str(m.failures))),
     ], plain.failures + guard.failures
+
+
+def one_install(tools: list[Tool], one_at_a_time: Tool, uv: Tool | None) -> tuple[list[Row], int]:
+    """One install of four pinned CPU-bound sdists into a fresh venv, cold caches."""
+    measured = {}
+    for tool in [*tools, one_at_a_time, *_some(uv)]:
+        (venv,) = tool.venvs("one", 1)
+        pins = [f"{name}==1.0" for name in ONE_INSTALL]
+        measured[tool.name] = tool.run_all([tool.command(venv, "install", "--index-url", tool.index_url, *pins)])
+    plain, guard, single = measured["plain pip"], measured["pipguard"], measured[one_at_a_time.name]
+    by_uv = measured.get("uv")
+    label = f"one install, {len(ONE_INSTALL)} sdists"
+    rows: list[Row] = [
+        (f"{label}: wall s", *_ratio(plain.wall, guard.wall), *_uv(by_uv, lambda m: f"{m.wall:.1f}")),
+        (f"{label}: CPU s", *_ratio(plain.cpu, guard.cpu), *_uv(by_uv, lambda m: f"{m.cpu:.1f}")),
+        (f"{label}, PIPGUARD_JOBS=1: wall s", *_ratio(plain.wall, single.wall), *_uv(None, str)),
+    ]
+    builds = [sum(tool.builds(name) for name in ONE_INSTALL) for tool in (tools[1], one_at_a_time)]
+    failures = plain.failures + guard.failures + single.failures
+    return rows, failures + sum(b != len(ONE_INSTALL) for b in builds)
+
+
+def _some(tool: Tool | None) -> list[Tool]:
+    return [tool] if tool is not None else []
+
+
+def _uv(measure: Measure | None, show: Any) -> tuple[str, ...]:
+    """The uv column of a row: empty where uv did not run this scenario."""
+    return (show(measure),) if measure is not None else ("",)
 
 
 def warm(tools: list[Tool], repeat: int) -> list[Row]:
@@ -194,6 +245,7 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=8.0, help="CPU seconds one build burns (default 8)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each warm scenario (default 5)")
     parser.add_argument("--remote", action="store_true", help="a remote hit against a local build")
+    parser.add_argument("--only-one-install", action="store_true", help="run only the one-install scenario")
     options = parser.parse_args()
     if options.remote:
         return remote_main(options)
@@ -202,24 +254,40 @@ def main() -> int:
         root = Path(tmp)
         make_sdist(make_project(root / "src", PACKAGE, "1.0", modules=20), root / "dists")
         make_sdist(make_project(root / "src", FAILING, "1.0"), root / "dists")
+        for name in ONE_INSTALL:
+            make_sdist(make_project(root / "src", name, "1.0", modules=20), root / "dists")
         with IndexServer(root / "dists") as index:
             tools = [
                 Tool("plain pip", [sys.executable, "-m", "pip"], root / "pip", index.url, options.cpu_seconds),
                 Tool("pipguard", [sys.executable, "-m", "pipguard"], root / "pipguard", index.url, options.cpu_seconds),
             ]
-            rows, failures = cold_concurrent(tools, options.n)
+            single = Tool("pipguard, 1 job", tools[1].argv0, root / "pipguard-1", index.url, options.cpu_seconds)
+            single.env["PIPGUARD_JOBS"] = "1"
+            uv = UvTool(root / "uv", index.url, options.cpu_seconds) if shutil.which("uv") else None
+            rows, failures = one_install(tools, single, uv)
+            if options.only_one_install:
+                return _print(rows, options, uv is not None, failures)
+            more, more_failures = cold_concurrent(tools, options.n, uv)
+            rows += more
+            failures += more_failures
             rows += warm(tools, options.repeat)
             rows += failing(tools, max(2, options.n // 2))
             rows += node_modules_tree(tools, root / "trees", options.repeat)
 
+    return _print(rows, options, uv is not None, failures)
+
+
+def _print(rows: list[Row], options: argparse.Namespace, with_uv: bool, failures: int) -> int:
     import pip
 
     print(f"pipguard bench: pip {pip.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"N={options.n}, build = {options.cpu_seconds:g} CPU s, repeat={options.repeat}")
     width = max(len(r[0]) for r in rows)
-    print(f"{'scenario':<{width}}  {'plain pip':>10}  {'pipguard':>10}  {'ratio':>6}")
-    for name, p, g, ratio in rows:
-        print(f"{name:<{width}}  {p:>10}  {g:>10}  {ratio:>6}")
+    header = f"{'scenario':<{width}}  {'plain pip':>10}  {'pipguard':>10}  {'ratio':>6}"
+    print(header + (f"  {'uv':>8}" if with_uv else ""))
+    for name, p, g, ratio, *rest in rows:
+        line = f"{name:<{width}}  {p:>10}  {g:>10}  {ratio:>6}"
+        print(line + (f"  {(rest[0] if rest else ''):>8}" if with_uv else ""))
     return 1 if failures else 0
 
 

@@ -8,27 +8,56 @@ the options the user's command resolved to (the finder's index scope, build isol
 build constraints...). It never goes through pipguard again, so it cannot wait for the lock its parent
 holds, and it leaves with ``os._exit``: none of the parent's exit handlers run twice.
 
+Builds may run side by side, each waited for by a thread of the parent (ahead.py). A fork of a process
+with other threads is not safe here: only the forking thread lives on in the child, and a lock another
+thread held at that moment stays held there forever. Most are harmless, since the child never touches
+them, but not all: importlib's per-module locks are not re-initialised by CPython, so a module another
+thread was importing at the moment of the fork can never be imported in the child (seen: a build child
+of a four-build install hung in ``import_ensure_initialized``). So the child is a fork only while this
+is the only thread (every build of a command that builds nothing ahead, ``PIPGUARD_JOBS=1`` included);
+with other threads alive it is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip
+--python`` does), which costs its start-up (about 0.3 s) and nothing else. The fork itself relies on:
+
+- it closes every descriptor but 0-2 at once (no lock file, record, jobserver or socket of the parent's
+  survives in it, and ``flock`` locks live on the parent's open descriptions, which the child merely
+  dropped its references to) and opens fresh ``sys.std*`` objects (the old ones' buffer locks may be
+  held by another thread);
+- CPython itself re-initialises the import lock, the GIL and the thread state after ``fork``, and the
+  ``logging`` module takes its locks around ``fork`` (``os.register_at_fork``), so pip's logging setup
+  in the child starts clean; pip's log indentation is thread-local and reset;
+- the parent's pip objects that own locks (its HTTP session's connection pools, a rich live display)
+  are never used in the child: ``pip wheel`` makes its own.
+
 Its exit code tells whose failure it is: 1 is pip's "the build failed" (the backend, or pip around it:
 plain pip would have failed the same way), reported as pip reports it and never retried in this run;
-anything else is pipguard's (bad options, a crash), and the parent falls back to plain pip.
+anything else is pipguard's (bad options, a crash), and the parent falls back to plain pip; but
+``CHILD_STOPPED`` means the child was interrupted (Ctrl-C reaches the whole job): no outcome at all.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from pipguard._pip.failure import stage_of
-from pipguard.errors import BuildChildError, BuildFailed, BuildReport
+from pipguard.errors import BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
 
+# Python 3.12+ warns on every fork of a multi-threaded process; the child above is written for it.
+warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
+
 PIP_BUILD_FAILED = 1  # pip's ERROR status: a build, resolution or download failure
+CHILD_STOPPED = 130  # the child was interrupted (Ctrl-C to the job, SIGTERM from its parent): no outcome
 
 
 def claim(work: Path) -> int:
@@ -59,6 +88,8 @@ def build(
     stdout_path, stderr_path = work / "build.out", work / "build.err"
     # At -v the user watches the build as with plain pip; otherwise it is replayed only if it fails.
     code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick)
+    if code == CHILD_STOPPED:
+        raise BuildStopped(f"the build of {name} was stopped")
     if code == PIP_BUILD_FAILED:
         report_out, report_err = _read(stdout_path), _read(stderr_path)
         raise BuildFailed(BuildReport(name, stage_of(report_out), report_out, report_err))
@@ -76,19 +107,75 @@ STOP_SECONDS = 5.0
 
 
 def _run(args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None]) -> int:
-    """Fork the child, wait for it (calling ``tick`` meanwhile), return its exit code.
+    """Start the child, wait for it (calling ``tick`` meanwhile), return its exit code.
 
-    Same process group as pipguard: a shell, make or CI runner that stops the job stops the build."""
+    A fork while this is the only thread; a new interpreter otherwise (see the module's docstring). Same
+    process group as pipguard: a shell, make or CI runner that stops the job stops the build."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if threading.active_count() > 1:
+        return _wait(_spawn(args, sinks), tick)
     pid = os.fork()
     if pid == 0:
         _child(args, sinks)
+    return _wait(pid, tick)
+
+
+# Runs pip's own runner (as ``pip --python`` does) with the child's signal handling (_stop_on_signals).
+_SPAWNED_CHILD = """\
+import os, runpy, signal, sys
+seen = []
+def interrupted(signum, frame):
+    seen.append(signum)
+    raise KeyboardInterrupt
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, interrupted)
+sys.argv = sys.argv[1:]
+code = 2
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    code = 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit({stopped} if seen else code)
+"""
+
+
+def _spawn(args: list[str], sinks: tuple[Path, Path] | None) -> int:
+    """A new interpreter running pip's own runner with ``args``; its pid."""
+    from pipguard._pip import pip_location
+
+    runner = os.path.join(pip_location(), "__pip-runner__.py")
+    outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _SPAWNED_CHILD.format(stopped=CHILD_STOPPED), runner, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=outputs[0],
+            stderr=outputs[1],
+        )
+    finally:
+        for handle in outputs:
+            if handle is not None:
+                handle.close()
+    _SPAWNED[child.pid] = child
+    return child.pid
+
+
+# Spawned children by pid: Popen objects must live until their child is reaped (waitpid below reaps it).
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _wait(pid: int, tick: Callable[[], None]) -> int:
     try:
         last_tick = time.monotonic()
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
+                _SPAWNED.pop(pid, None)
                 return os.waitstatus_to_exitcode(status)
             if time.monotonic() - last_tick >= TICK_SECONDS:
                 last_tick = time.monotonic()
@@ -96,11 +183,13 @@ def _run(args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], No
             time.sleep(POLL_SECONDS)
     except BaseException:
         _stop(pid)
+        _SPAWNED.pop(pid, None)
         raise
 
 
 def _child(args: list[str], sinks: tuple[Path, Path] | None) -> NoReturn:
     code = 2
+    stopped = _stop_on_signals()
     try:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         if sinks is not None:
@@ -124,7 +213,22 @@ def _child(args: list[str], sinks: tuple[Path, Path] | None) -> NoReturn:
                 stream.flush()
             except BaseException:  # noqa: BLE001, S110 - nothing left to report it to
                 pass
-        os._exit(code)
+        os._exit(CHILD_STOPPED if stopped else code)
+
+
+def _stop_on_signals() -> list[int]:
+    """Ctrl-C and SIGTERM unwind pip in the child as in plain pip (its temp dirs go), then the child exits
+    with ``CHILD_STOPPED``: its parent must not take pip's "operation cancelled" status for a failed
+    build (which it would report, and hand to other processes). Returns the signals seen so far."""
+    seen: list[int] = []
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupted)
+    return seen
 
 
 def _stop(pid: int) -> None:

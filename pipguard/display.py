@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -62,8 +63,7 @@ CONTINUATION = "pipguard:   "
 def warn(message: str) -> None:
     """One warning line, shown even under -q (as pip's warnings are); -qq hides it."""
     if _verbosity() > -2:
-        sys.stderr.write(f"pipguard: warning: {message}\n")
-        sys.stderr.flush()
+        _BOARD.write(f"pipguard: warning: {message}\n")
 
 
 def info(message: str, *details: str) -> None:
@@ -73,8 +73,7 @@ def info(message: str, *details: str) -> None:
     pipguard's lines without catching pip's own indented output."""
     if _verbosity() >= 0 and mode() != "off":
         lines = [*_fit(f"pipguard: {message}"), *(f"{CONTINUATION}{detail}" for detail in details if detail)]
-        sys.stderr.write("\n".join(lines) + "\n")
-        sys.stderr.flush()
+        _BOARD.write("\n".join(lines) + "\n")
 
 
 def _fit(line: str) -> list[str]:
@@ -173,8 +172,6 @@ class Progress:
         return label, f"source: {source.removesuffix(')')}" if source else ""
 
     def _render_live(self, holder: Participant | None, others: list[Participant]) -> None:
-        from rich.console import Console
-        from rich.live import Live
         from rich.text import Text
 
         elapsed = time.monotonic() - self.started
@@ -185,24 +182,13 @@ class Progress:
         else:
             text = Text(f"pipguard: building {self.what} ({elapsed:.0f}s)", style="bold")
             text.append(f"; {len(others)} waiting for it" if others else "")
-        if self._live is None:
-            console = Console(stderr=True, highlight=False, markup=False)
-            self._live = Live(
-                text,
-                console=console,
-                redirect_stdout=False,
-                redirect_stderr=False,
-                transient=True,
-                refresh_per_second=4,
-            )
-            self._live.start()
-        else:
-            self._live.update(text)
+        self._live = True
+        _BOARD.show(self, text)
 
     def pause(self) -> None:
-        """Take the live view off the screen (it is transient: nothing stays behind)."""
+        """Take this wait or build off the live block (it is transient: nothing stays behind)."""
         if self._live is not None:
-            self._live.stop()
+            _BOARD.remove(self)
             self._live = None
 
     def close(self, outcome: str) -> None:
@@ -215,5 +201,57 @@ def detail(message: str, output: Output | None = None) -> None:
 
     ``output``: the command's, captured while it ran, for a line written after it (at exit)."""
     if (output or _OUTPUT.get()).verbosity >= 1:
-        sys.stderr.write(f"pipguard: {message}\n")
+        _BOARD.write(f"pipguard: {message}\n")
+
+
+class _Board:
+    """The one live block of a process: every wait and build in flight, one row each, gone when done.
+
+    Builds run in several threads at once (ahead.py), and rich allows one live display per console: so
+    one ``Live`` shows them all, started with the first row and stopped with the last, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[int, Any] = {}
+        self._live: Any = None
+
+    def write(self, text: str) -> None:
+        """Lines to stderr, above the live block while there is one (never through it)."""
+        with self._lock:
+            if self._live is not None:
+                self._live.console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+                return
+        sys.stderr.write(text)
         sys.stderr.flush()
+
+    def show(self, owner: object, text: Any) -> None:
+        with self._lock:
+            self._rows[id(owner)] = text
+            self._refresh()
+
+    def remove(self, owner: object) -> None:
+        with self._lock:
+            if self._rows.pop(id(owner), None) is None:
+                return
+            if self._rows:
+                self._refresh()
+            elif self._live is not None:
+                self._live.stop()
+                self._live = None
+
+    def _refresh(self) -> None:
+        from rich.console import Console, Group
+        from rich.live import Live
+
+        block = Group(*self._rows.values())
+        if self._live is None:
+            console = Console(stderr=True, highlight=False, markup=False)
+            self._live = Live(
+                block, console=console, redirect_stdout=False, redirect_stderr=False, transient=True, refresh_per_second=4
+            )
+            self._live.start()
+        else:
+            self._live.update(block)
+
+
+_BOARD = _Board()

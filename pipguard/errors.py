@@ -61,6 +61,13 @@ class BuildFailed(PipguardError):
         self.report = report
 
 
+class BuildStopped(Exception):
+    """The command is being stopped (Ctrl-C, SIGTERM): a build in the background ends without an outcome.
+
+    Not a machinery failure (nothing to fall back to) and not a build failure (nothing to report or hand
+    on): the build's child is stopped, its work directory removed, and nothing is published."""
+
+
 # What "machinery failure, fall back to plain pip" catches: pipguard's own errors and the OS's.
 MACHINERY_ERRORS: tuple[type[BaseException], ...] = (PipguardError, OSError)
 

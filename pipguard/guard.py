@@ -19,15 +19,16 @@ import atexit
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard import builder, display, keys, locks, records, remote, settings
+from pipguard import builder, display, jobs, keys, locks, records, remote, settings
 from pipguard.display import Progress, info, warn
-from pipguard.errors import MACHINERY_ERRORS, BuildFailed, CacheUnusable, SourceMismatch
+from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
 from pipguard.redact import redact
 from pipguard.remote import stats as remote_stats
@@ -51,30 +52,47 @@ class Plan:
 
 
 class CacheGuard:
+    """One command's guard. Its builds may run in several threads at once (ahead.py): the state they share
+    is guarded (``_ready`` under ``_lock``) or only ever appended to (``_handed``, the store's pins: single
+    operations on builtin containers, atomic in CPython), and each thread holds at most one build lock."""
+
     def __init__(self) -> None:
         self.store = Store(settings.cache_root())
         self.timeout, complaint = settings.lock_timeout()
         _progress, progress_complaint = settings.progress_override()
-        for message in (complaint, progress_complaint):
+        job_count, jobs_complaint = settings.jobs()
+        for message in (complaint, progress_complaint, jobs_complaint):
             if message:
                 warn(message)
+        self.budget = jobs.budget_from_environment(job_count, os.environ.get("MAKEFLAGS", ""))
+        self.stopping = threading.Event()  # set when the command is interrupted: every build ends at once
+        self._lock = threading.Lock()
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
         self._remote: remote.Tier | None = None
         self._remote_opened = False
 
+    def builds_at_once(self) -> int:
+        """How many builds this process may run at once (PIPGUARD_JOBS, or 1 under make without a share)."""
+        return self.budget.jobs
+
+    def stop(self) -> None:
+        """The command is interrupted: every build and wait of this guard ends at once (BuildStopped)."""
+        self.stopping.set()
+
     # --- availability ----------------------------------------------------------------------------
 
     def _usable(self) -> bool:
-        if self._ready is None:
-            try:
-                self.store.prepare(settings.trusts_shared_cache())
-                self.store.clean_tmp()
-                self._ready = True
-                atexit.register(self._leave)
-            except CacheUnusable as exc:
-                self._give_up(exc)
-        return bool(self._ready)
+        with self._lock:
+            if self._ready is None:
+                try:
+                    self.store.prepare(settings.trusts_shared_cache())
+                    self.store.clean_tmp()
+                    self._ready = True
+                    atexit.register(self._leave)
+                except CacheUnusable as exc:
+                    self._give_up(exc)
+            return bool(self._ready)
 
     def _give_up(self, exc: BaseException) -> None:
         """One warning per process; from then on this process is plain pip."""
@@ -111,7 +129,7 @@ class CacheGuard:
         subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
         phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "building"
         lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
-        with locks.hold(lock_path, record_dir, subject, self.timeout, phase) as holding:
+        with locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set) as holding:
             reused = self._reuse(plan, holding)
             if reused is not None:
                 return reused
@@ -147,7 +165,6 @@ class CacheGuard:
             plan.work = self._new_work_dir()
         if plan.source.kind == "archive" and plan.archive is None:
             plan.archive = _download(plan.source, plan.work)
-        holding.phase("building")
         try:
             wheel = self._build(plan, holding)
         except BuildFailed as exc:
@@ -167,12 +184,13 @@ class CacheGuard:
 
     def _remote_tier(self, source: Source) -> remote.Tier | None:
         """The remote tier, opened at its first use with this command's network settings."""
-        if not self._remote_opened:
-            self._remote_opened = True
-            self._remote = remote.open_tier(source.network)
-            if self._remote is not None:
-                atexit.register(self._remote_summary, self._remote, display.current())
-        return self._remote
+        with self._lock:  # builds ahead open it from several threads: once
+            if not self._remote_opened:
+                self._remote_opened = True
+                self._remote = remote.open_tier(source.network)
+                if self._remote is not None:
+                    atexit.register(self._remote_summary, self._remote, display.current())
+            return self._remote
 
     def _from_remote(self, plan: Plan, holding: locks.Holding) -> Result | None:
         """On a local miss, under the lock: a verified wheel from the remote store, published locally."""
@@ -238,6 +256,13 @@ class CacheGuard:
         return plan
 
     def _build(self, plan: Plan, holding: locks.Holding) -> Path:
+        """Build in the child once the job budget has room (``queued`` in the record until then)."""
+        holding.phase("queued")
+        with self.budget.slot(self.stopping.is_set):
+            holding.phase("building")
+            return self._run_build(plan, holding)
+
+    def _run_build(self, plan: Plan, holding: locks.Holding) -> Path:
         target = _build_target(plan.source, plan.archive)
         progress = Progress(holding.subject.what, waiting=False)
         started = time.monotonic()
@@ -248,6 +273,8 @@ class CacheGuard:
 
         def tick() -> None:
             nonlocal last, most_waiting
+            if self.stopping.is_set():
+                raise BuildStopped(f"stopped building {holding.subject.what}")
             now = time.monotonic()
             if now - last < locks.REFRESH_SECONDS:
                 return

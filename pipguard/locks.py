@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 
 from pipguard import records
 from pipguard.display import Progress, describe_holder, warn
+from pipguard.errors import BuildStopped
 from pipguard.records import Participant, Record
 
 POLL_SECONDS = 0.05
@@ -76,8 +77,18 @@ def _participant(role: str, subject: Subject, phase: str) -> Participant:
 
 
 @contextlib.contextmanager
-def hold(lock_path: Path, record_dir: Path, subject: Subject, timeout: float, phase: str) -> Iterator[Holding]:
-    """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out."""
+def hold(
+    lock_path: Path,
+    record_dir: Path,
+    subject: Subject,
+    timeout: float,
+    phase: str,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Iterator[Holding]:
+    """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out.
+
+    A wait ends with :class:`BuildStopped` as soon as ``stopping`` says so (the command is interrupted:
+    a thread waiting in the background cannot get the KeyboardInterrupt itself)."""
     lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
     waited = 0.0
     wait_started: float | None = None
@@ -88,7 +99,7 @@ def hold(lock_path: Path, record_dir: Path, subject: Subject, timeout: float, ph
         locked = True
     except Timeout:
         wait_started = time.time()
-        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout)
+        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout, stopping)
     record = None
     try:
         if locked:
@@ -106,7 +117,7 @@ def hold(lock_path: Path, record_dir: Path, subject: Subject, timeout: float, ph
 
 
 def _wait(
-    lock: FileLock, record_dir: Path, subject: Subject, timeout: float
+    lock: FileLock, record_dir: Path, subject: Subject, timeout: float, stopping: Callable[[], bool]
 ) -> tuple[bool, float, Participant | None, Progress | None]:
     waiter = Record(record_dir, _participant("waiter", subject, "waiting"))
     progress = Progress(subject.what, waiting=True)
@@ -123,7 +134,7 @@ def _wait(
             holder = next((p for p in everyone if p.role == "holder"), holder)
             others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
             progress.tick(holder, others)
-        return False
+        return stopping()
 
     refresh()
     try:
@@ -133,6 +144,9 @@ def _wait(
         locked = False
     finally:
         waiter.remove()
+    if not locked and stopping():
+        progress.pause()
+        raise BuildStopped(f"stopped waiting for {subject.what}")
     waited = time.monotonic() - started
     if locked:
         progress.pause()

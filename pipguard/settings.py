@@ -71,3 +71,25 @@ REMOTE_VARIABLES = (
 def remote_environment() -> dict[str, str]:
     """The remote tier's variables as set (pipguard/remote/config.py parses them), and ``NETRC``."""
     return {name: os.environ[name] for name in REMOTE_VARIABLES if os.environ.get(name)}
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def jobs() -> tuple[int, str | None]:
+    """``PIPGUARD_JOBS``: builds one process runs at once; the default and a complaint if it is not a count."""
+    raw = os.environ.get("PIPGUARD_JOBS", "").strip()
+    if not raw:
+        return default_jobs(), None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        return default_jobs(), f"ignoring PIPGUARD_JOBS={raw!r}: not a whole number of builds, 1 or more"
+    return value, None

@@ -26,6 +26,8 @@ from conftest import Dists, World
 from support.hooklog import read_hooks
 from support.index import IndexServer
 from support.processes import (
+    parent_pid,
+    pid_alive,
     Crew,
     Gate,
     holder_pids,
@@ -41,19 +43,6 @@ from support.projects import backend
 from pipguard.store import Store, in_use
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def parent_pid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def build_pids(world: World, project: str) -> list[int]:

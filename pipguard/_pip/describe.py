@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from pip._internal.index.package_finder import PackageFinder
     from pip._internal.models.link import Link
+    from pip._internal.network.session import PipSession
     from pip._internal.req.req_install import InstallRequirement
     from pip._internal.resolution.resolvelib.factory import Factory
 
@@ -41,9 +42,31 @@ def source_for(
     factory: Factory, link: Link, name: str | None, template: InstallRequirement | None, options: Values
 ) -> Source | None:
     """Describe ``link`` if it is a source pipguard builds, else None (pip handles it as plain pip)."""
+
+    def download(dest: Path) -> Path:
+        from pip._internal.utils.logging import indent_log
+
+        _announce(factory, link, template)
+        with indent_log():
+            path, _content_type = factory.preparer._download(link, str(dest))
+        return Path(path)
+
+    require_hashes = bool(factory.preparer.require_hashes)
+    return _source(link, name, template, options, factory._finder, require_hashes, download)
+
+
+def _source(
+    link: Link,
+    name: str | None,
+    template: InstallRequirement | None,
+    options: Values,
+    finder: PackageFinder,
+    require_hashes: bool,
+    download: Callable[[Path], Path],
+) -> Source | None:
     if link.is_wheel:
         return None
-    pip_refuses, sha256_allowed = _hash_check(factory, link, template)
+    pip_refuses, sha256_allowed = _hash_check(require_hashes, link, template)
     if pip_refuses:
         return None
     kind, local, commit = _kind(link)
@@ -61,15 +84,6 @@ def source_for(
         if parsed is not None:
             name = name or parsed[0]
             version = parsed[1]
-
-    def download(dest: Path) -> Path:
-        from pip._internal.utils.logging import indent_log
-
-        _announce(factory, link, template)
-        with indent_log():
-            path, _content_type = factory.preparer._download(link, str(dest))
-        return Path(path)
-
     return Source(
         kind=kind,
         url=link.url.split("#", 1)[0],  # as the user spelt it (pip's own parse drops the slashes of file:///)
@@ -79,10 +93,10 @@ def source_for(
         local_path=local,
         declared_sha256=link.hash if link.hash_name == "sha256" else None,
         commit=commit,
-        options=build_options(factory._finder, options, template),
+        options=build_options(finder, options, template),
         download=download,
         sha256_allowed=sha256_allowed,
-        network=network(factory._finder),
+        network=network(finder),
     )
 
 
@@ -94,6 +108,84 @@ def _announce(factory: Factory, link: Link, template: InstallRequirement | None)
         return
     header = types.SimpleNamespace(link=link, is_wheel_from_cache=False, req=template.req, comes_from=template.comes_from)
     factory.preparer._log_preparing_link(header)
+
+
+def pinned_sdists(
+    reqs: list[InstallRequirement], finder: PackageFinder, session: PipSession, options: Values, installing: bool
+) -> list[tuple[str, Source]]:
+    """(link URL, source) of each sdist the resolver will ask a wheel for, known before it starts.
+
+    That is each requirement the user gave (not a constraint, not editable) whose markers match and that
+    names one distribution: pinned with ``==`` (no wildcard) or ``===``, or a direct archive URL or path.
+    For a pinned name, the link is the finder's best candidate for the requirement's specifier and hashes
+    joined with its constraints', exactly the question pip's resolver asks (same finder: format control,
+    release control, index scope); a wheel there needs no build. Under ``install``, a distribution already
+    installed at that version is skipped, since pip keeps it. Anything else is left to the resolver."""
+    require_hashes = bool(options.require_hashes)
+    downloader = _quiet_downloader(session, options)
+    found: list[tuple[str, Source]] = []
+    for req in reqs:
+        if not req.user_supplied or req.constraint or req.editable or not req.match_markers():
+            continue
+        link = req.link if req.link is not None else _best_link(req, reqs, finder, installing)
+        if link is None or link.is_wheel or link.is_vcs or link.is_existing_dir():
+            continue
+
+        def download(dest: Path, link: Link = link) -> Path:
+            return Path(downloader(link, str(dest))[0])
+
+        source = _source(link, None, req, options, finder, require_hashes, download)
+        if source is not None and source.kind == "archive":
+            found.append((link.url, source))
+    return found
+
+
+def _best_link(req: InstallRequirement, reqs: list[InstallRequirement], finder: PackageFinder, installing: bool) -> Link | None:
+    """The link pip's resolver will try first for a pinned named requirement, or None."""
+    from packaging.utils import canonicalize_name
+
+    if req.req is None or not _pinned(req):
+        return None
+    name = canonicalize_name(req.req.name)
+    specifier, hashes = req.req.specifier, req.hashes(trust_internet=False)
+    for other in reqs:
+        if other.constraint and other.req is not None and canonicalize_name(other.req.name) == name and other.match_markers():
+            specifier &= other.req.specifier
+            hashes &= other.hashes(trust_internet=False)
+    best = finder.find_best_candidate(name, specifier, hashes).best_candidate
+    if best is None or (installing and _installed_at(name, str(best.version))):
+        return None
+    return best.link
+
+
+def _pinned(req: InstallRequirement) -> bool:
+    """One ``==`` without a wildcard, or one ``===``: as pip's resolver decides "pinned"."""
+    specifiers = list(req.req.specifier) if req.req is not None else []
+    if len(specifiers) != 1:
+        return False
+    only = specifiers[0]
+    return only.operator == "===" or (only.operator == "==" and not only.version.endswith(".*"))
+
+
+def _installed_at(name: str, version: str) -> bool:
+    """Whether this environment already has ``name`` at ``version`` (pip would keep it, unless told not to:
+    the caller passes ``installing`` False for ``--force-reinstall``, ``--ignore-installed`` and ``--target``)."""
+    from pip._internal.metadata import get_default_environment
+
+    dist = get_default_environment().get_distribution(name)
+    return dist is not None and str(dist.version) == version
+
+
+def _quiet_downloader(session: PipSession, options: Values) -> Callable[[Link, str], tuple[str, str]]:
+    """pip's downloader for this session without a progress bar (downloads run in background threads,
+    where a progress bar would fight pip's own output)."""
+    import inspect
+
+    from pip._internal.network.download import Downloader
+
+    if "resume_retries" in inspect.signature(Downloader).parameters:  # pip 25.x
+        return Downloader(session, "off", int(getattr(options, "resume_retries", 0) or 0))  # type: ignore[call-arg]
+    return Downloader(session, "off")
 
 
 def _kind(link: Link) -> tuple[str | None, Path | None, str | None]:
@@ -109,14 +201,14 @@ def _kind(link: Link) -> tuple[str | None, Path | None, str | None]:
 
 
 def _hash_check(
-    factory: Factory, link: Link, template: InstallRequirement | None
+    require_hashes: bool, link: Link, template: InstallRequirement | None
 ) -> tuple[bool, Callable[[str], bool] | None]:
     """(whether pipguard must stay out, the user's sha256 check for this link or None if pip checks none).
 
     Mirrors ``RequirementPreparer._get_linked_req_hashes``. A cached wheel satisfies pip's hash mode only
     through a sha256 of its source archive, so a requirement hashed with other algorithms alone is left
     to plain pip."""
-    require = bool(factory.preparer.require_hashes)
+    require = require_hashes
     has_options = template is not None and template.has_hash_options
     if not require and not has_options:
         return False, None

@@ -15,7 +15,11 @@ The patch points, all in pip's install and wheel commands and their resolver:
 - ``LinkCandidate.__init__``: the requirement template of the link being looked up (its hashes and
   ``--config-settings``), and the name of an unnamed requirement (``./tree``), learnt from the wheel built
   for it as if the user had written ``name @ url`` (pip would otherwise prepare it in-tree, unlocked).
-- ``InstallCommand.run`` / ``WheelCommand.run``: the parsed options and which command runs.
+- ``RequirementCommand.get_requirements``: pip has read the command's requirements (arguments, ``-r`` and
+  ``-c`` files) and its finder is final. The pinned sdists among them start building in the background
+  (ahead.py); the cache lookup above then waits for the build in flight instead of starting another.
+- ``InstallCommand.run`` / ``WheelCommand.run``: the parsed options and which command runs; at its end,
+  the background builds are waited for (or stopped, if the command failed or was interrupted).
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
   build in place, so they are locked by their path (never cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
@@ -35,12 +39,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipguard import display
 from pipguard._pip import describe, failure
-from pipguard.errors import MACHINERY_ERRORS, BuildFailed, SeamUnavailable, SourceMismatch
+from pipguard.ahead import Ahead
+from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildStopped, SeamUnavailable, SourceMismatch
 from pipguard.sources import Source
 
 if TYPE_CHECKING:
     from pip._internal.cache import CacheEntry
+    from pip._internal.index.package_finder import PackageFinder
     from pip._internal.models.link import Link
+    from pip._internal.network.session import PipSession
     from pip._internal.req.req_install import InstallRequirement
     from pip._internal.resolution.resolvelib.factory import Factory
 
@@ -60,6 +67,12 @@ class Guard(Protocol):
     def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
         """Serialize builds in one source tree (editables: locked, never cached)."""
 
+    def builds_at_once(self) -> int:
+        """The job budget of this process: building ahead is worth it only above 1."""
+
+    def stop(self) -> None:
+        """End every build and wait in flight at once (the command failed or is interrupted)."""
+
 
 @dataclass
 class Seam:
@@ -71,6 +84,7 @@ class Seam:
     template: InstallRequirement | None = None  # of the candidate being created
     exit_stack: contextlib.ExitStack | None = None
     found: dict[str, tuple[Path, str | None] | None] = field(default_factory=dict)
+    ahead: Ahead | None = None  # builds started once pip read the requirements, by link URL
     _guard: Guard | None = None
 
     @property
@@ -88,16 +102,50 @@ class Seam:
             return contextlib.nullcontext()
 
     def wheel_for(self, factory: Factory, link: Link, name: str | None) -> tuple[Path, str | None] | None:
-        """The guard's wheel for ``link``, asked once per link and command."""
+        """The guard's wheel for ``link``, asked once per link and command (a build ahead is waited for)."""
         if link.url in self.found:
             return self.found[link.url]
         result = None
-        if self.options is not None and self.command is not None and not self._dry_run():
+        if self.ahead is not None and link.url in self.ahead:
+            ahead = self.ahead
+            result = self._ask_guard(lambda: ahead.result(link.url))
+        elif self.options is not None and self.command is not None and not self._dry_run():
             source = describe.source_for(factory, link, name, self.template, self.options)
             if source is not None:
-                result = self._ask_guard(source)
+                result = self._ask_guard(lambda: self.guard.wheel_for(source))
         self.found[link.url] = result
         return result
+
+    def build_ahead(self, reqs: list[InstallRequirement], finder: PackageFinder, session: PipSession) -> None:
+        """Start building the command's pinned sdists in the background (see ahead.py)."""
+        options = self.options
+        if options is None or self.command is None or self._dry_run() or self.ahead is not None:
+            return
+        try:
+            if self.guard.builds_at_once() < 2:
+                return  # one build at a time anyway: each in turn, forked, as the resolver reaches it
+        except MACHINERY_ERRORS:
+            return
+        installing = self.command == "install" and not (
+            options.force_reinstall or options.ignore_installed or options.target_dir
+        )
+        try:
+            sources = describe.pinned_sdists(reqs, finder, session, options, installing)
+        except MACHINERY_ERRORS as exc:
+            display.warn(f"not building ahead ({type(exc).__name__}: {exc})")
+            return
+        except Exception:  # noqa: BLE001 - pip's own error: its resolver meets it again and reports it in place
+            return
+        if sources:
+            self.ahead = Ahead(self.guard, len(sources))
+            for url, source in sources:
+                self.ahead.submit(url, source)
+
+    def finish_ahead(self, failed: bool) -> None:
+        """At the command's end: wait for the background builds, or stop them if the command failed."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.finish(failed)
 
     def entry_is_persistent(self) -> bool:
         """Whether pip should treat the wheel as one from its own cache.
@@ -112,9 +160,11 @@ class Seam:
     def _dry_run(self) -> bool:
         return self.command == "install" and bool(getattr(self.options, "dry_run", False))
 
-    def _ask_guard(self, source: Source) -> tuple[Path, str | None] | None:
+    def _ask_guard(self, ask: Callable[[], tuple[Path, str | None] | None]) -> tuple[Path, str | None] | None:
         try:
-            return self.guard.wheel_for(source)
+            return ask()
+        except BuildStopped:
+            raise KeyboardInterrupt from None  # a build ahead stopped by Ctrl-C to the job: so is pip
         except BuildFailed as exc:
             raise failure.error_for(exc.report, self.command or "install") from None
         except SourceMismatch:
@@ -133,9 +183,13 @@ def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[...
             seam.options, seam.command = options, name
             with display.output_for(describe.verbosity(options)), contextlib.ExitStack() as stack:
                 seam.exit_stack = stack
+                failed = True
                 try:
-                    return original(self, options, args)
+                    status = original(self, options, args)
+                    failed = False
+                    return status
                 finally:
+                    seam.finish_ahead(failed)
                     seam.exit_stack = None
 
         return run
@@ -210,6 +264,17 @@ def _candidate_init(original: Callable[..., None], seam: Seam) -> Callable[..., 
     return candidate_init
 
 
+def _get_requirements(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def get_requirements(
+        self: Any, args: list[str], options: Values, finder: PackageFinder, session: PipSession
+    ) -> list[InstallRequirement]:
+        reqs: list[InstallRequirement] = original(self, args, options, finder, session)
+        seam.build_ahead(reqs, finder, session)
+        return reqs
+
+    return get_requirements
+
+
 def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
         result = seam.wheel_for(self, link, name)
@@ -241,6 +306,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
     Patch(_INTERNAL + "commands.wheel:WheelCommand.run", _command_run("wheel")),
     Patch(_INTERNAL + "commands.uninstall:UninstallCommand.run", _uninstall_run),
+    Patch(_INTERNAL + "cli.req_command:RequirementCommand.get_requirements", _get_requirements),
     Patch(_INTERNAL + "commands.install:install_given_reqs", _install_given_reqs),
     Patch(_INTERNAL + "operations.prepare:RequirementPreparer.prepare_editable_requirement", _prepare_editable),
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),

@@ -153,6 +153,19 @@ class Crew:
             popen.wait()
 
 
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def status(world: World) -> dict[str, Any]:
     """``guard status --json``: every lock with its holder and waiters, as users see them."""
     result = world.pipguard("guard", "status", "--json")
