@@ -24,16 +24,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipguard import builder, display, jobs, keys, locks, records, remote, settings
+from pipguard import builder, display, jobs, keys, locks, records, settings
 from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
 from pipguard.redact import redact
-from pipguard.remote import stats as remote_stats
 from pipguard.sources import Source
 from pipguard.store import Store
+
+if TYPE_CHECKING:
+    from pipguard.remote.tier import Tier
 
 Result = tuple[Path, str | None]
 
@@ -69,7 +71,7 @@ class CacheGuard:
         self._lock = threading.Lock()
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
-        self._remote: remote.Tier | None = None
+        self._remote: Tier | None = None
         self._remote_opened = False
 
     def builds_at_once(self) -> int:
@@ -182,11 +184,17 @@ class CacheGuard:
 
     # --- the remote tier (pipguard/remote): a second look before a build, an upload after one --------
 
-    def _remote_tier(self, source: Source) -> remote.Tier | None:
-        """The remote tier, opened at its first use with this command's network settings."""
+    def _remote_tier(self, source: Source) -> Tier | None:
+        """The remote tier, opened at its first use with this command's network settings.
+
+        Its modules (urllib, ssl, http.client: ~25 ms) load only when ``PIPGUARD_REMOTE`` asks for it."""
         with self._lock:  # builds ahead open it from several threads: once
             if not self._remote_opened:
                 self._remote_opened = True
+                if not settings.remote_environment().get("PIPGUARD_REMOTE"):
+                    return None
+                from pipguard import remote
+
                 self._remote = remote.open_tier(source.network)
                 if self._remote is not None:
                     atexit.register(self._remote_summary, self._remote, display.current())
@@ -215,7 +223,9 @@ class CacheGuard:
         if tier is not None:
             tier.upload(plan.key, built[0])
 
-    def _remote_summary(self, tier: remote.Tier, output: display.Output) -> None:
+    def _remote_summary(self, tier: Tier, output: display.Output) -> None:
+        from pipguard.remote import stats as remote_stats
+
         remote_stats.add(self.store.base, tier.counts)
         if any(tier.counts.values()):
             display.detail(tier.summary(), output)
