@@ -16,7 +16,6 @@ import pytest
 from pipguard.display import CONTINUATION
 from conftest import Dists, Result, World
 from support.envs import clean_env
-from support.processes import install_args
 from support.versions import BELOW_RANGE_PIP
 from support.processes import Crew, Gate, install_args, status, wait_for
 from support.toolenv import pipx_pipguard  # noqa: F401 - a fixture

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import Dists, Result, World
 from support.hooklog import build_intervals, most_at_once
-from support.processes import Crew, Gate, install_args, parent_pid, pid_alive, record_pids
+from support.processes import Crew, Gate, install_args, parent_pid, pid_alive, record_pids, wait_for
 from support.projects import make_project, make_sdist
+from support.terminal import on_terminal
 
 CPU_PROJECTS = ("cpua", "cpub", "cpuc", "cpud")
 
@@ -53,6 +54,23 @@ def test_four_pinned_sdists_in_one_install_build_at_once(world: World, crew: Cre
     _assert_each_built_once_and_imports(world, [venv], CPU_PROJECTS)
     assert result.warnings() == []
     assert sum(line.startswith("pipguard: built ") for line in result.stderr.splitlines()) == 4
+
+
+def test_builds_side_by_side_show_as_one_live_block_on_a_terminal(
+    world: World, crew: Crew, gate: Gate, cpu_links: Path
+) -> None:
+    """Two builds at once on a terminal: both in the live view while they run, pip's stdout untouched."""
+    stdout_path = world.root / "live.out"
+    cmd = _install(world, world.venv("v"), cpu_links, *_pinned("cpua", "cpub"))
+    popen, reader = on_terminal(world, crew, cmd, {**gate.env, "PIPGUARD_JOBS": "2"}, stdout_path)
+    gate.wait_started(2, "both builds held at the gate", explain=reader.text)
+    wait_for(lambda: "building cpua" in reader.text() and "building cpub" in reader.text(), "both builds in the live view")
+    assert "\x1b[" in reader.text(), "expected a live (escape-sequence) view on the terminal"
+    gate.open()
+    assert popen.wait(timeout=120) == 0, reader.text()
+    reader.join()
+    out = stdout_path.read_text()
+    assert "Successfully installed" in out and "\x1b" not in out and "pipguard" not in out, out
 
 
 def test_jobs_one_builds_one_at_a_time(world: World, cpu_links: Path) -> None:

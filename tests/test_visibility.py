@@ -13,19 +13,15 @@ import fcntl
 import json
 import os
 import re
-import select
 import signal
 import socket
-import struct
-import subprocess
-import termios
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from conftest import Dists, Process, World
 from support.index import IndexServer
+from support.terminal import on_terminal
 from support.processes import (
     Crew,
     Gate,
@@ -222,65 +218,14 @@ def test_progress_off_and_quiet_waiters_print_no_pipguard_lines(
 
 # --- 5. live view -----------------------------------------------------------------------------------
 
-LIVE_BLOCKERS = ("PIPGUARD_PROGRESS", "CI", "BUILD_ID", "BUILD_BUILDID", "PIP_IS_CI", "MAKEFLAGS", "NO_COLOR", "TERM")
-
-
-class PtyReader:
-    """Drains a pty master in a thread (a full pty would block the child) and keeps everything read."""
-
-    def __init__(self, master: int) -> None:
-        self.master = master
-        self._data = bytearray()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            ready, _, _ = select.select([self.master], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:  # EIO: every slave end is closed
-                return
-            if not chunk:
-                return
-            with self._lock:
-                self._data.extend(chunk)
-
-    def text(self) -> str:
-        with self._lock:
-            return self._data.decode("utf-8", errors="replace")
-
-    def join(self) -> None:
-        self._thread.join(timeout=10)
-
-
 def test_live_view_on_a_terminal_keeps_stdout_clean(
     world: World, dists: Dists, gate: Gate, crew: Crew, holder: Process
 ) -> None:
     """On a TTY stderr the waiter shows a live view naming the holder; pip's stdout (a file) stays plain."""
     pid = holder.popen.pid
 
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
-    env = {k: v for k, v in world.env.items() if k not in LIVE_BLOCKERS}
-    env.update(gate.env, TERM="xterm-256color")
     stdout_path = world.root / "live.out"
-    with open(stdout_path, "wb") as stdout:
-        popen = subprocess.Popen(
-            install_cmd(world, world.venv("live"), dists.index.url, "slowpkg"),
-            env=env,
-            cwd=world.root,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=slave,
-        )
-    crew.adopt(popen)
-    os.close(slave)
-    reader = PtyReader(master)
-    crew.on_teardown(lambda: os.close(master))
+    popen, reader = on_terminal(world, crew, install_cmd(world, world.venv("live"), dists.index.url, "slowpkg"), gate.env, stdout_path)
 
     wait_for(lambda: "waiting" in reader.text() and f"pid {pid}" in reader.text(), f"the live view naming holder pid {pid}")
     assert "slowpkg 1.0" in reader.text()
