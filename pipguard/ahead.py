@@ -7,7 +7,8 @@ resolver reaches one, the seam waits for its build instead of starting another, 
 guard would have returned, a failure included, at exactly the moment pip would have met it.
 
 Each build runs in a thread of this process, in a copy of the command's context (the output channel
-lives in a ContextVar), and forks its build child from there (builder.py says why that is safe). The job
+lives in a ContextVar), and starts its build child from there: a new interpreter, since a fork of a
+process with other threads alive is not safe (builder.py says why). The job
 budget (jobs.py) bounds how many children run at once; threads beyond it wait for a job, holding their
 build lock but no job and no token.
 
