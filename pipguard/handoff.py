@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipguard.discard import discard
 from pipguard.errors import BuildReport
 from pipguard.flocks import keep_locked, try_lock_path
 from pipguard.redact import redact
@@ -141,8 +142,5 @@ def _read(directory: Path) -> Outcome | None:
 
 
 def _remove(directory: Path, tmp: Path) -> None:
-    """Move aside atomically (no reader sees half an outcome), then delete."""
     with contextlib.suppress(OSError):
-        aside = Path(tempfile.mkdtemp(prefix="removed-", dir=tmp))
-        os.rename(directory, aside / "outcome")
-        shutil.rmtree(aside, ignore_errors=True)
+        discard(directory, tmp)

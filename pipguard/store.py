@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipguard.discard import discard
 from pipguard.errors import CacheUnusable, UntrustedCache
 from pipguard.flocks import keep_locked, try_lock, try_lock_path
 from pipguard.handoff import Handoffs
@@ -140,12 +141,8 @@ class Store:
         from pipguard.display import warn
 
         warn(f"cache entry {directory.name[:12]} is damaged ({why}); rebuilding it")
-        aside = Path(tempfile.mkdtemp(prefix="damaged-", dir=self.tmp))
-        try:
-            os.rename(directory, aside / "entry")
-        except OSError:
-            pass
-        shutil.rmtree(aside, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            discard(directory, self.tmp)
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -217,11 +214,9 @@ class Store:
         try:
             if not try_lock(fd, exclusive=True):
                 return False
-            aside = Path(tempfile.mkdtemp(prefix="removed-", dir=self.tmp))
-            os.rename(entry.directory, aside / "entry")
+            discard(entry.directory, self.tmp)
         finally:
             os.close(fd)
-        shutil.rmtree(aside, ignore_errors=True)
         return True
 
     def clean_tmp(self, older_than: float = 3600.0) -> None:
