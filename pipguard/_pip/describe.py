@@ -286,16 +286,17 @@ def finder_args(finder: PackageFinder) -> list[str]:
         args.append("--no-index")
     for link in finder.find_links:
         args += ["--find-links", link]
-    if finder.proxy:
-        args += ["--proxy", finder.proxy]
-    if getattr(finder, "no_proxy_env", False):
+    net = network(finder)
+    if net.proxy:
+        args += ["--proxy", net.proxy]
+    if net.no_proxy_env:
         args.append("--no-proxy-env")
-    for host in finder.trusted_hosts:
+    for host in net.trusted_hosts:
         args += ["--trusted-host", host]
-    if finder.custom_cert:
-        args += ["--cert", finder.custom_cert]
-    if finder.client_cert:
-        args += ["--client-cert", finder.client_cert]
+    if net.cert:
+        args += ["--cert", net.cert]
+    if net.client_cert:
+        args += ["--client-cert", net.client_cert]
     if finder.prefer_binary:
         args.append("--prefer-binary")
     uploaded_prior_to = getattr(finder, "uploaded_prior_to", None)
