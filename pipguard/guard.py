@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipguard import builder, display, jobs, keys, locks, records, settings
 from pipguard.display import Progress, info, warn
-from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildStopped, CacheUnusable, SourceMismatch
+from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildReport, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
 from pipguard.redact import redact
 from pipguard.sources import Source
@@ -53,6 +54,48 @@ class Plan:
     work: Path | None
 
 
+class Pending:
+    """A miss this process builds itself, as plain pip does: pip prepares the source and builds its wheel
+    with its own output, log and options, while this holds the source's lock (from pip's first need of it
+    until the wheel is built, or the command no longer needs it). Processes that wait for the lock then
+    install the wheel :meth:`done` shares."""
+
+    def __init__(self, guard: CacheGuard, plan: Plan, holding: locks.Holding, stack: contextlib.ExitStack) -> None:
+        self.guard = guard
+        self.plan = plan
+        self.holding = holding
+        self._stack = stack
+
+    @property
+    def archive(self) -> Path | None:
+        """The archive pipguard downloaded to key the source (pip can prepare it instead of downloading)."""
+        return self.plan.archive if self.plan.work is not None else None
+
+    def building(self) -> None:
+        self.holding.phase("building")
+
+    def done(self, wheel: Path | None, report: BuildReport | None) -> None:
+        """pip built ``wheel`` (or failed, saying ``report``): share it under the lock, then release it."""
+        try:
+            waiting = len(self.holding.waiters())
+            built = self.guard.share(self.plan, self.holding, wheel, report)
+        finally:
+            self.release()
+        if waiting:
+            what = self.holding.subject.what
+            outcome = f"built {built[0].name}" if built is not None else f"building {what} failed"
+            info(f"{outcome}; {waiting} process{'es' if waiting != 1 else ''} waited for it")
+        if built is not None:
+            self.guard._to_remote(self.plan, built)
+
+    def release(self) -> None:
+        """Give the lock up (idempotent): pip built it, or will not."""
+        if self.guard._held.get(self.plan.lock_key) is self:
+            del self.guard._held[self.plan.lock_key]
+        self._stack.close()
+        _remove_work(self.plan)
+
+
 class CacheGuard:
     """One command's guard. Its builds may run in several threads at once (ahead.py): the state they share
     is guarded (``_ready`` under ``_lock``) or only ever appended to (``_handed``, the store's pins: single
@@ -71,6 +114,7 @@ class CacheGuard:
         self._lock = threading.Lock()
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
+        self._held: dict[str, Pending] = {}  # lock key -> the build pip runs itself here (main thread only)
         self._remote: Tier | None = None
         self._remote_opened = False
 
@@ -104,44 +148,94 @@ class CacheGuard:
 
     # --- builds ----------------------------------------------------------------------------------
 
-    def wheel_for(self, source: Source) -> Result | None:
-        """The wheel to install for ``source``, or None for plain pip.
+    def claim(self, source: Source) -> Result | Pending | None:
+        """What to do about ``source``, the moment pip first needs it: a wheel to install (the cache's, or
+        one the build this process waited for made), a :class:`Pending` build this process now owns (its
+        lock held until pip has built it, or no longer needs it), or None for plain pip.
 
-        Raises ``BuildFailed`` (pip reports it, nobody builds it again in this run) and ``SourceMismatch``
-        (pip downloads and checks the source itself)."""
+        Raises ``BuildFailed`` (the build waited for failed: report it, never build it again in this run)
+        and ``SourceMismatch`` (pip downloads and checks the source itself)."""
         if not self._usable():
             return None
         plan = None
         try:
             plan = self._plan(source)
-            return self._wheel_for(plan)
+            if plan.lock_key in self._held:
+                return None  # this process builds it already, for another spelling of the same source
+            claimed = self._claim(plan)
         except (BuildFailed, SourceMismatch):
+            _remove_work(plan)
+            raise
+        except MACHINERY_ERRORS as exc:
+            _remove_work(plan)
+            self._give_up(exc)
+            return None
+        if not isinstance(claimed, Pending):
+            _remove_work(plan)
+        return claimed
+
+    def wheel_for(self, source: Source) -> Result | None:
+        """Claim ``source`` and, on a miss, build it here in pipguard's build child (builds ahead)."""
+        claimed = self.claim(source)
+        if not isinstance(claimed, Pending):
+            return claimed
+        try:
+            built = self._build_and_share(claimed.plan, claimed.holding)
+        except BuildFailed:
             raise
         except MACHINERY_ERRORS as exc:
             self._give_up(exc)
             return None
         finally:
-            if plan is not None and plan.work is not None:
-                shutil.rmtree(plan.work, ignore_errors=True)
+            claimed.release()
+        self._to_remote(claimed.plan, built)
+        return built
 
-    def _wheel_for(self, plan: Plan) -> Result:
+    def _claim(self, plan: Plan) -> Result | Pending:
         if plan.persistent and (entry := self.store.lookup(plan.key)):
             return entry.wheel, plan.sha256
         name, version = _name_and_version(plan.source)
         subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
-        phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "building"
+        phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "preparing"
         lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
-        with locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set) as holding:
-            reused = self._reuse(plan, holding)
-            if reused is not None:
-                return reused
-            fetched = self._from_remote(plan, holding)
-            if fetched is not None:
-                return fetched
-            holding.end_wait("building it here" if holding.locked else "building it privately")
-            built = self._build_and_share(plan, holding)
-        self._to_remote(plan, built)
-        return built
+        stack = contextlib.ExitStack()
+        try:
+            holding = stack.enter_context(
+                locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set, self._deadlocked)
+            )
+            reused = self._reuse(plan, holding) or self._from_remote(plan, holding)
+        except BaseException:
+            stack.close()
+            raise
+        if reused is not None:
+            stack.close()
+            return reused
+        holding.end_wait("building it here" if holding.locked else "building it privately")
+        pending = Pending(self, plan, holding, stack)
+        if threading.current_thread() is threading.main_thread():
+            self._held[plan.lock_key] = pending
+        return pending
+
+    def _deadlocked(self, holder: records.Participant | None) -> bool:
+        """Whether waiting for ``holder`` would wait for ourselves: it waits, directly or through others,
+        for a build this process holds (pip's resolver holds several at once, in its own order)."""
+        if not self._held or holder is None or holder.host != socket.gethostname() or holder.pid == os.getpid():
+            return False
+        held_by: dict[int, set[str]] = {}
+        waiting: dict[str, set[int]] = {}
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.store.records):
+                for p in records.read(self.store.records / name):
+                    if p.host == holder.host and p.role == "holder":
+                        held_by.setdefault(p.pid, set()).add(p.key)
+                    elif p.host == holder.host:
+                        waiting.setdefault(p.key, set()).add(p.pid)
+        keys, behind_us = set(self._held), set()
+        while keys:
+            for pid in waiting.get(keys.pop(), set()) - behind_us:
+                behind_us.add(pid)
+                keys |= held_by.get(pid, set())
+        return holder.pid in behind_us
 
     def _reuse(self, plan: Plan, holding: locks.Holding) -> Result | None:
         """What the build this process waited for left: its wheel, its failure, or the cache's entry."""
@@ -162,6 +256,35 @@ class CacheGuard:
             return entry.wheel, plan.sha256
         return None
 
+    def share(self, plan: Plan, holding: locks.Holding, wheel: Path | None, report: BuildReport | None) -> Result | None:
+        """A wheel pip built here (a copy goes into the cache, or to waiters only), or its failure."""
+        if wheel is None:
+            if report is not None:
+                self._handed.add((plan.key, plan.lock_key))
+                self.store.handoffs.publish_failure(plan.key, report)
+            return None
+        holding.phase("publishing")
+        staging = self.store.new_build_dir()
+        try:
+            copy = staging / wheel.name
+            try:
+                os.link(wheel, copy)
+            except OSError:
+                shutil.copyfile(wheel, copy)
+            return self._keep(plan, copy)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _keep(self, plan: Plan, wheel: Path) -> Result:
+        """Move a built wheel into the cache, or (trees, ``--no-cache-dir``) to the waiters only."""
+        if not plan.persistent:
+            self._handed.add((plan.key, plan.lock_key))
+            outcome = self.store.handoffs.publish_wheel(plan.key, wheel, plan.sha256)
+            assert outcome.wheel is not None
+            return outcome.wheel, plan.sha256
+        entry = self.store.publish(plan.key, wheel, _manifest_source(plan.source, plan.sha256))
+        return entry.wheel, plan.sha256
+
     def _build_and_share(self, plan: Plan, holding: locks.Holding) -> Result:
         if plan.work is None:
             plan.work = self._new_work_dir()
@@ -173,14 +296,8 @@ class CacheGuard:
             self._handed.add((plan.key, plan.lock_key))
             self.store.handoffs.publish_failure(plan.key, exc.report)
             raise
-        if not plan.persistent:
-            self._handed.add((plan.key, plan.lock_key))
-            outcome = self.store.handoffs.publish_wheel(plan.key, wheel, plan.sha256)
-            assert outcome.wheel is not None
-            return outcome.wheel, plan.sha256
         holding.phase("publishing")
-        entry = self.store.publish(plan.key, wheel, _manifest_source(plan.source, plan.sha256))
-        return entry.wheel, plan.sha256
+        return self._keep(plan, wheel)
 
     # --- the remote tier (pipguard/remote): a second look before a build, an upload after one --------
 
@@ -273,11 +390,11 @@ class CacheGuard:
             return self._run_build(plan, holding)
 
     def _run_build(self, plan: Plan, holding: locks.Holding) -> Path:
+        """Build in pipguard's child (builds ahead). Silent on stderr unless other processes waited for it,
+        as a plain pip build is (a live row on a terminal, which leaves nothing behind)."""
         target = _build_target(plan.source, plan.archive)
         progress = Progress(holding.subject.what, waiting=False)
         started = time.monotonic()
-        if progress.mode == "plain":
-            info(f"building {holding.subject.what}")
         last = 0.0
         most_waiting = 0
 
@@ -295,16 +412,15 @@ class CacheGuard:
 
         name = plan.source.name or _name_and_version(plan.source)[0] or _display_source(plan.source)
         options = plan.source.options
+        outcome = f"building {holding.subject.what} failed"
         try:
             wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick)  # type: ignore[arg-type]
-        except BuildFailed:
-            info(f"building {holding.subject.what} failed after {time.monotonic() - started:.1f}s")
-            raise
+            tick()
+            outcome = f"built {wheel.name} in {time.monotonic() - started:.1f}s"
         finally:
             progress.pause()
-        tick()
-        waited = f"; {most_waiting} process{'es' if most_waiting != 1 else ''} waited for it" if most_waiting else ""
-        info(f"built {wheel.name} in {time.monotonic() - started:.1f}s{waited}")
+            if most_waiting:
+                info(f"{outcome}; {most_waiting} process{'es' if most_waiting != 1 else ''} waited for it")
         return wheel
 
     def _leave(self) -> None:
@@ -350,6 +466,12 @@ class CacheGuard:
             except MACHINERY_ERRORS as exc:
                 self._give_up(exc)
             yield holding
+
+
+def _remove_work(plan: Plan | None) -> None:
+    if plan is not None and plan.work is not None:
+        shutil.rmtree(plan.work, ignore_errors=True)
+        plan.work = None
 
 
 def _anyone_waiting(record_dir: Path) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipguard import records
-from pipguard.display import Progress, describe_holder, warn
+from pipguard.display import Progress, describe_holder, info, warn
 from pipguard.errors import BuildStopped
 from pipguard.records import Participant, Record
 
@@ -84,11 +84,13 @@ def hold(
     timeout: float,
     phase: str,
     stopping: Callable[[], bool] = lambda: False,
+    deadlocked: Callable[[Participant | None], bool] = lambda holder: False,
 ) -> Iterator[Holding]:
     """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out.
 
     A wait ends with :class:`BuildStopped` as soon as ``stopping`` says so (the command is interrupted:
-    a thread waiting in the background cannot get the KeyboardInterrupt itself)."""
+    a thread waiting in the background cannot get the KeyboardInterrupt itself), and without the lock as
+    soon as ``deadlocked`` says the holder waits for this very process (a private build, never a hang)."""
     lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
     waited = 0.0
     wait_started: float | None = None
@@ -99,7 +101,7 @@ def hold(
         locked = True
     except Timeout:
         wait_started = time.time()
-        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout, stopping)
+        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout, stopping, deadlocked)
     record = None
     try:
         if locked:
@@ -117,16 +119,22 @@ def hold(
 
 
 def _wait(
-    lock: FileLock, record_dir: Path, subject: Subject, timeout: float, stopping: Callable[[], bool]
+    lock: FileLock,
+    record_dir: Path,
+    subject: Subject,
+    timeout: float,
+    stopping: Callable[[], bool],
+    deadlocked: Callable[[Participant | None], bool],
 ) -> tuple[bool, float, Participant | None, Progress | None]:
     waiter = Record(record_dir, _participant("waiter", subject, "waiting"))
     progress = Progress(subject.what, waiting=True)
     started = time.monotonic()
     last_refresh = 0.0
     holder: Participant | None = None
+    cycle = False
 
     def refresh() -> bool:
-        nonlocal last_refresh, holder
+        nonlocal last_refresh, holder, cycle
         now = time.monotonic()
         if now - last_refresh >= REFRESH_SECONDS:
             last_refresh = now
@@ -134,7 +142,8 @@ def _wait(
             holder = next((p for p in everyone if p.role == "holder"), holder)
             others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
             progress.tick(holder, others)
-        return stopping()
+            cycle = deadlocked(holder)
+        return stopping() or cycle
 
     refresh()
     try:
@@ -152,6 +161,9 @@ def _wait(
         progress.pause()
         return True, waited, holder, progress
     progress.pause()
+    if cycle:
+        info(f"not waiting for {subject.what}: {describe_holder(holder)} waits for a build this process holds")
+        return False, waited, holder, None
     warn(
         f"timed out after {waited:.0f}s waiting for {subject.what}, held by {describe_holder(holder)}; "
         "going on without the lock (PIPGUARD_LOCK_TIMEOUT)"

@@ -100,6 +100,33 @@ def _source(
     )
 
 
+def adopt_download(factory: Factory, link: Link, archive: Path | None) -> None:
+    """Let pip prepare ``link`` from the archive pipguard downloaded to key it, as from one of its own
+    batch downloads: the same bytes are not fetched (nor announced) twice."""
+    downloaded = getattr(factory.preparer, "_downloaded", None)
+    if archive is not None and isinstance(downloaded, dict):
+        downloaded[link.url] = str(archive)
+
+
+def wheel_project_name(wheel: Path) -> str:
+    """The project's name as its wheel's ``METADATA`` spells it (``FSPkg``), else as the file name does."""
+    import email.parser
+    import zipfile
+
+    from packaging.utils import parse_wheel_filename
+
+    fallback = str(parse_wheel_filename(wheel.name)[0])
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next((n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+            if metadata is None:
+                return fallback
+            headers = email.parser.BytesHeaderParser().parsebytes(archive.read(metadata))
+    except (OSError, zipfile.BadZipFile):
+        return fallback
+    return str(headers.get("Name") or fallback).strip()
+
+
 def _announce(factory: Factory, link: Link, template: InstallRequirement | None) -> None:
     """pip's own "Collecting x" header, logged before the download it heads, as plain pip orders them.
 
@@ -250,8 +277,9 @@ def build_options(finder: PackageFinder, options: Values, template: InstallRequi
     args = finder_args(finder) + _option_args(options)
     if not options.build_isolation:
         args.append("--no-build-isolation")
-    settings: dict[str, Any] = dict(options.config_settings or {})
-    settings.update(getattr(template, "config_settings", None) or {})
+    # pip builds a requirement with its own ``config_settings`` only: the command line's reach the
+    # requirements given on the command line (pip put them there), never ``-r`` lines or dependencies.
+    settings: dict[str, Any] = dict(getattr(template, "config_settings", None) or {})
     for key, value in sorted(settings.items()):
         for item in value if isinstance(value, list) else [value]:
             args += ["--config-settings", f"{key}={item}"]

@@ -10,9 +10,13 @@ child's standard error, with the command's own summary in place of the child's.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
 
 from pip._internal.exceptions import CommandError, DiagnosticPipError, InstallWheelBuildError
 
@@ -82,3 +86,50 @@ def error_for(report: BuildReport, command: str) -> ReplayedBuildFailure:
     """Print what pip prints on standard output for this failure, and give the error to raise."""
     replay_stdout(report)
     return ReplayedBuildFailure(report, command)
+
+
+class _Tee:
+    """A stream that also keeps what is written to it."""
+
+    def __init__(self, stream: IO[str], kept: io.StringIO) -> None:
+        self._stream = stream
+        self._kept = kept
+
+    def write(self, text: str) -> int:
+        self._kept.write(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@dataclass
+class Captured:
+    """What pip printed, through its own console handlers, while one build ran in this process."""
+
+    stdout: io.StringIO = field(default_factory=io.StringIO)
+    stderr: io.StringIO = field(default_factory=io.StringIO)
+
+    def report(self, name: str) -> BuildReport:
+        """The failed build, as processes that waited for it replay it (its wheel stage failed)."""
+        return BuildReport(name, "wheel", self.stdout.getvalue(), self.stderr.getvalue())
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[Captured]:
+    """Keep a copy of what pip's console handlers print (pip's output itself is untouched)."""
+    from pip._internal.utils.logging import RichPipStreamHandler
+
+    kept = Captured()
+    swapped: dict[int, tuple[Any, Any]] = {}  # by console: several handlers share one
+    for handler in logging.getLogger().handlers:
+        console = getattr(handler, "console", None)
+        if isinstance(handler, RichPipStreamHandler) and console is not None and id(console) not in swapped:
+            original = console.file
+            swapped[id(console)] = (console, original)
+            console.file = _Tee(original, kept.stderr if original is sys.stderr else kept.stdout)
+    try:
+        yield kept
+    finally:
+        for console, original in swapped.values():
+            console.file = original

@@ -35,12 +35,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from optparse import Values
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
 from pipguard._pip import describe, failure
 from pipguard.ahead import Ahead
-from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildStopped, SeamUnavailable, SourceMismatch
+from pipguard.errors import (
+    MACHINERY_ERRORS,
+    BuildFailed,
+    BuildReport,
+    BuildStopped,
+    SeamUnavailable,
+    SourceMismatch,
+)
 from pipguard.sources import Source
 
 if TYPE_CHECKING:
@@ -52,14 +59,38 @@ if TYPE_CHECKING:
     from pip._internal.resolution.resolvelib.factory import Factory
 
 
+T = TypeVar("T")
+
+
+class Claim(Protocol):
+    """A source this process builds itself, through pip, while holding its lock."""
+
+    @property
+    def archive(self) -> Path | None:
+        """The source archive pipguard already downloaded, if it did (pip prepares it from there)."""
+
+    def building(self) -> None:
+        """pip starts building the wheel."""
+
+    def done(self, wheel: Path | None, report: BuildReport | None) -> None:
+        """pip built ``wheel`` (None: it failed, as ``report`` says): share it, release the lock."""
+
+    def release(self) -> None:
+        """pip will not build it (or built it already): release the lock; idempotent."""
+
+
 class Guard(Protocol):
     """What the seam asks of pipguard's cache and locks."""
 
-    def wheel_for(self, source: Source) -> tuple[Path, str | None] | None:
-        """(wheel path, source sha256) to install, or None to let pip build as plain pip.
+    def claim(self, source: Source) -> tuple[Path, str | None] | Claim | None:
+        """(wheel path, source sha256) to install; a :class:`Claim` (a miss: pip builds it, under the
+        lock); or None to let pip go on as plain pip.
 
-        Raises ``BuildFailed`` when the backend failed (pip must not build it again) and
-        ``SourceMismatch`` when the source is not what its link or the user's hashes say."""
+        Raises ``BuildFailed`` when the build this process waited for failed (pip must not build it
+        again) and ``SourceMismatch`` when the source is not what its link or the user's hashes say."""
+
+    def wheel_for(self, source: Source) -> tuple[Path, str | None] | None:
+        """Like :meth:`claim`, but a miss is built here and now, in pipguard's build child (builds ahead)."""
 
     def environment_lock(self, scope: str) -> contextlib.AbstractContextManager[object]:
         """Serialize installs into one environment (``scope`` is its real path)."""
@@ -84,6 +115,7 @@ class Seam:
     template: InstallRequirement | None = None  # of the candidate being created
     exit_stack: contextlib.ExitStack | None = None
     found: dict[str, tuple[Path, str | None] | None] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)  # by link URL: pip builds these, under their lock
     ahead: Ahead | None = None  # builds started once pip read the requirements, by link URL
     _guard: Guard | None = None
 
@@ -102,7 +134,10 @@ class Seam:
             return contextlib.nullcontext()
 
     def wheel_for(self, factory: Factory, link: Link, name: str | None) -> tuple[Path, str | None] | None:
-        """The guard's wheel for ``link``, asked once per link and command (a build ahead is waited for)."""
+        """The guard's wheel for ``link``, asked once per link and command (a build ahead is waited for).
+
+        None on a miss too: pip then prepares and builds the source itself, with its own output, under the
+        lock the guard's claim holds until ``_build_one`` has built it (or the command ends)."""
         if link.url in self.found:
             return self.found[link.url]
         result = None
@@ -112,9 +147,24 @@ class Seam:
         elif self.options is not None and self.command is not None and not self._dry_run():
             source = describe.source_for(factory, link, name, self.template, self.options)
             if source is not None:
-                result = self._ask_guard(lambda: self.guard.wheel_for(source))
+                claimed = self._ask_guard(lambda: self.guard.claim(source))
+                if isinstance(claimed, tuple) or claimed is None:
+                    result = claimed
+                else:
+                    self.claims[link.url] = claimed
+                    describe.adopt_download(factory, link, claimed.archive)
         self.found[link.url] = result
         return result
+
+    def release(self, url: str) -> None:
+        """pip will not build ``url`` after all (its own cache had it, or the command ends)."""
+        claim = self.claims.pop(url, None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        for url in list(self.claims):
+            self.release(url)
 
     def build_ahead(self, reqs: list[InstallRequirement], finder: PackageFinder, session: PipSession) -> None:
         """Start building the command's pinned sdists in the background (see ahead.py)."""
@@ -136,7 +186,7 @@ class Seam:
             return
         except Exception:  # noqa: BLE001 - pip's own error: its resolver meets it again and reports it in place
             return
-        if sources:
+        if len(sources) > 1:  # one alone gains nothing: pip builds it as the resolver reaches it
             self.ahead = Ahead(self.guard, len(sources))
             for url, source in sources:
                 self.ahead.submit(url, source)
@@ -160,7 +210,7 @@ class Seam:
     def _dry_run(self) -> bool:
         return self.command == "install" and bool(getattr(self.options, "dry_run", False))
 
-    def _ask_guard(self, ask: Callable[[], tuple[Path, str | None] | None]) -> tuple[Path, str | None] | None:
+    def _ask_guard(self, ask: Callable[[], T]) -> T | None:
         try:
             return ask()
         except BuildStopped:
@@ -189,6 +239,7 @@ def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[...
                     failed = False
                     return status
                 finally:
+                    seam.release_all()
                     seam.finish_ahead(failed)
                     seam.exit_stack = None
 
@@ -238,8 +289,24 @@ def _prepare_editable(original: Callable[..., Any], seam: Seam) -> Callable[...,
 
 def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def build_one(req: InstallRequirement, *args: Any, **kwargs: Any) -> Any:
-        with _editable_tree_lock(seam, req):
+        if req.editable:
+            with _editable_tree_lock(seam, req):
+                return original(req, *args, **kwargs)
+        claim = seam.claims.pop(req.link.url, None) if req.link is not None else None
+        if claim is None:
             return original(req, *args, **kwargs)
+        wheel = None
+        try:
+            claim.building()
+            with failure.captured() as output:
+                wheel = original(req, *args, **kwargs)
+            report = None if wheel else output.report(req.name or "")
+            claim.done(Path(wheel) if wheel else None, report)
+        except MACHINERY_ERRORS as exc:
+            display.warn(f"could not share the wheel of {req.name} ({type(exc).__name__}: {exc})")
+        finally:
+            claim.release()
+        return wheel
 
     return build_one
 
@@ -251,9 +318,10 @@ def _candidate_init(original: Callable[..., None], seam: Seam) -> Callable[..., 
         previous, seam.template = seam.template, template
         try:
             if name is None and template.req is None:
-                # An unnamed requirement (``./tree``, a bare URL): pip learns the name by preparing it,
-                # in-tree. Build it through the guard first and name it after its wheel, exactly as if
-                # the user had written ``name @ url``.
+                # An unnamed requirement (``./tree``, a bare URL): pip learns the name by preparing it.
+                # Ask the guard first: a wheel it has (the cache's, or the build this process waited
+                # for) names it, exactly as if the user had written ``name @ url``; on a miss pip
+                # prepares it itself, under the lock the guard now holds.
                 result = seam.wheel_for(factory, link, None)
                 if result is not None:
                     name = _name_requirement(template, link, result[0])
@@ -277,9 +345,13 @@ def _get_requirements(original: Callable[..., Any], seam: Seam) -> Callable[...,
 
 def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
+        if link.url not in seam.found:
+            own = original(self, link, name)  # pip's own cache first: a wheel plain pip would reuse
+            if own is not None:
+                return own
         result = seam.wheel_for(self, link, name)
         if result is None:
-            return original(self, link, name)
+            return None
         return _cache_entry(link, result[0], result[1], persistent=seam.entry_is_persistent())
 
     return get_wheel_cache_entry
@@ -377,10 +449,12 @@ def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None) -> i
 
 
 def _name_requirement(template: InstallRequirement, link: Link, wheel: Path) -> Any:
-    from packaging.utils import canonicalize_name, parse_wheel_filename
+    """Name an unnamed requirement after its wheel, spelt as the project spells it (its ``Name:``), as
+    pip names it after preparing it."""
+    from packaging.utils import canonicalize_name
     from pip._internal.utils.packaging import get_requirement
 
-    name = parse_wheel_filename(wheel.name)[0]
+    name = describe.wheel_project_name(wheel)
     template.req = get_requirement(f"{name} @ {link.url}")
     return canonicalize_name(name)
 
