@@ -77,7 +77,7 @@ class Pending:
     def done(self, wheel: Path | None, report: BuildReport | None) -> None:
         """pip built ``wheel`` (or failed, saying ``report``): share it under the lock, then release it."""
         try:
-            waiting = len(self.holding.waiters())
+            waiting = len(self.holding.waiters()) if self.holding.locked else 0
             built = self.guard.share(self.plan, self.holding, wheel, report)
         finally:
             self.release()

@@ -59,6 +59,11 @@ class World:
         """The cache's layout, as pipguard itself defines it (the one place tests learn where things are)."""
         return Store(self.cache)
 
+    def cached_projects(self) -> set[str]:
+        """The projects whose wheels pipguard's cache holds: what shows an install went through pipguard
+        (a build that nobody waited for prints nothing of pipguard's, as plain pip's would not)."""
+        return {entry.wheel.name.split("-", 1)[0] for entry in self.store.entries()}
+
     def venv(self, name: str) -> Path:
         path = self.root / "venvs" / name
         make_venv(path)

@@ -188,5 +188,5 @@ def test_pip_shim_installs_without_recursion(world: World, dists: Dists) -> None
     result = world.run(["pip", *install_args(venv, dists.index.url, "alpha")], env=_shim_env(world))
     assert result.returncode == 0, result.output
     assert _has_alpha(world, venv)
-    assert "pipguard: built alpha-1.0-py3-none-any.whl" in result.stderr
+    assert "alpha" in world.cached_projects()
     assert world.hooks("build_wheel", "alpha") == 1

@@ -11,6 +11,7 @@ import hashlib
 import os
 import sys
 import types
+import zipfile
 from collections.abc import Iterator
 from optparse import Values
 from pathlib import Path
@@ -53,7 +54,7 @@ class FakeFactory:
 
     def __init__(self, finder: Any, require_hashes: bool) -> None:
         self._finder = finder
-        self.preparer = types.SimpleNamespace(require_hashes=require_hashes, _download=None)
+        self.preparer = types.SimpleNamespace(require_hashes=require_hashes, _download=None, _downloaded={})
 
 
 class FakeGuard:
@@ -64,7 +65,7 @@ class FakeGuard:
         self.asked: list[Source] = []
         self.locked: list[str] = []
 
-    def wheel_for(self, source: Source) -> tuple[Path, str | None] | None:
+    def claim(self, source: Source) -> Any:
         self.asked.append(source)
         if isinstance(self.answer, BaseException):
             raise self.answer
@@ -77,6 +78,23 @@ class FakeGuard:
 
     def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
         return self.environment_lock(tree)
+
+
+class FakeClaim:
+    """A miss: pip builds the source while the claim holds its lock."""
+
+    def __init__(self, archive: Path | None = None) -> None:
+        self.archive = archive
+        self.events: list[Any] = []
+
+    def building(self) -> None:
+        self.events.append("building")
+
+    def done(self, wheel: Path | None, report: BuildReport | None) -> None:
+        self.events.append(("done", wheel, report))
+
+    def release(self) -> None:
+        self.events.append("release")
 
 
 def seam_for(guard: FakeGuard, *args: str) -> tuple[patches.Seam, FakeFactory, list[Any]]:
@@ -166,24 +184,75 @@ def test_install_given_reqs_takes_the_environment_lock_of_the_install_scope(tmp_
     assert guard.locked == [str(tmp_path.resolve())]
 
 
-def test_the_cache_lookup_asks_the_guard_once_per_link_and_hands_pip_a_cache_entry(tmp_path: Path) -> None:
+def test_the_cache_lookup_asks_pips_cache_then_the_guard_once_per_link_and_hands_pip_a_cache_entry(
+    tmp_path: Path,
+) -> None:
     wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
     guard = FakeGuard((wheel, SHA))
     seam, factory, reqs = seam_for(guard, "alpha==1.0")
     seam.template = reqs[0]
-    lookup = patches._wheel_cache_entry(lambda *a: pytest.fail("pip's own cache was asked"), seam)
+    asked_pip: list[Link] = []
+    lookup = patches._wheel_cache_entry(lambda factory, link, name: asked_pip.append(link), seam)
     first = lookup(factory, SDIST, "alpha")
     assert lookup(factory, SDIST, "alpha").link == first.link
+    assert asked_pip == [SDIST]  # plain pip's own cache first, once
     assert len(guard.asked) == 1 and guard.asked[0].declared_sha256 == SHA
     assert first.link.file_path == str(wheel)
     assert first.origin.to_dict()["archive_info"]["hashes"] == {"sha256": SHA}  # what --require-hashes checks
 
 
-def test_unnamed_requirements_are_named_after_their_wheel(tmp_path: Path) -> None:
+def test_a_wheel_in_pips_own_cache_is_used_as_plain_pip_uses_it() -> None:
+    guard = FakeGuard(None)
+    seam, factory, reqs = seam_for(guard, "alpha==1.0")
+    seam.template = reqs[0]
+    assert patches._wheel_cache_entry(lambda *a: "pip's entry", seam)(factory, SDIST, "alpha") == "pip's entry"
+    assert guard.asked == []
+
+
+def test_a_miss_is_built_by_pip_under_the_claim_then_shared_and_released(tmp_path: Path) -> None:
+    archive = tmp_path / "alpha-1.0.tar.gz"
+    claim = FakeClaim(archive)
+    seam, factory, reqs = seam_for(FakeGuard(claim), "alpha==1.0")
+    seam.template = reqs[0]
+    assert patches._wheel_cache_entry(lambda *a: None, seam)(factory, SDIST, "alpha") is None
+    assert factory.preparer._downloaded == {SDIST.url: str(archive)}  # pip prepares pipguard's download
+    wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
+    req = types.SimpleNamespace(editable=False, link=SDIST, name="alpha")
+    assert patches._build_one(lambda *a: str(wheel), seam)(req, str(tmp_path), True, False) == str(wheel)
+    assert claim.events == ["building", ("done", wheel, None), "release"]
+    seam.release_all()
+    assert claim.events[-1] == "release" and not seam.claims
+
+
+def test_a_failed_build_is_shared_with_what_pip_printed(tmp_path: Path) -> None:
+    claim = FakeClaim()
+    seam, factory, reqs = seam_for(FakeGuard(claim), "alpha==1.0")
+    seam.template = reqs[0]
+    patches._wheel_cache_entry(lambda *a: None, seam)(factory, SDIST, "alpha")
+    req = types.SimpleNamespace(editable=False, link=SDIST, name="alpha")
+    assert patches._build_one(lambda *a: None, seam)(req, str(tmp_path), True, False) is None
+    (_event, wheel, report) = claim.events[1]
+    assert wheel is None and report is not None and (report.name, report.stage) == ("alpha", "wheel")
+
+
+def test_claims_pip_never_builds_are_released_when_the_command_ends() -> None:
+    claim = FakeClaim()
+    seam, factory, reqs = seam_for(FakeGuard(claim), "alpha==1.0")
+    seam.template = reqs[0]
+    patches._wheel_cache_entry(lambda *a: None, seam)(factory, SDIST, "alpha")
+    run = patches._command_run("install")(lambda self, options, args: 0, seam)
+    assert run(None, seam.options, []) == 0
+    assert claim.events == ["release"]
+
+
+def test_unnamed_requirements_are_named_as_their_wheel_spells_the_project(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "pyproject.toml").write_text("[build-system]\nrequires = []\n")
-    guard = FakeGuard((tmp_path / "treepkg-1.0-py3-none-any.whl", None))
+    wheel = tmp_path / "treepkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("treepkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: TreePkg\nVersion: 1.0\n")
+    guard = FakeGuard((wheel, None))
     seam, factory, reqs = seam_for(guard, str(tree))
     template = reqs[0]
     assert template.req is None
@@ -194,7 +263,23 @@ def test_unnamed_requirements_are_named_after_their_wheel(tmp_path: Path) -> Non
 
     patches._candidate_init(original, seam)(None, template.link, template, factory)
     assert seen["name"] == "treepkg"
-    assert (template.req.name, template.req.url) == ("treepkg", template.link.url)
+    assert (template.req.name, template.req.url) == ("TreePkg", template.link.url)
+
+
+def test_an_unnamed_requirement_missing_from_the_cache_is_left_for_pip_to_prepare(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "pyproject.toml").write_text("[build-system]\nrequires = []\n")
+    seam, factory, reqs = seam_for(FakeGuard(FakeClaim()), str(tree))
+    template = reqs[0]
+    seen = {}
+
+    def original(self: Any, link: Link, template: Any, factory: Any, name: Any, version: Any) -> None:
+        seen["name"] = name
+
+    patches._candidate_init(original, seam)(None, template.link, template, factory)
+    assert seen["name"] is None and template.req is None
+    assert template.link.url in seam.claims
 
 
 def test_a_build_failure_becomes_pips_own_error_and_a_mismatch_goes_back_to_pip(
