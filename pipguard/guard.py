@@ -65,14 +65,35 @@ class Pending:
         self.plan = plan
         self.holding = holding
         self._stack = stack
+        self._lent = False
 
     @property
     def archive(self) -> Path | None:
         """The archive pipguard downloaded to key the source (pip can prepare it instead of downloading)."""
         return self.plan.archive if self.plan.work is not None else None
 
-    def building(self) -> None:
+    def building(self) -> Path | None:
+        """pip is about to build it: a wheel to use instead, if the lock was lent meanwhile and the
+        process that took it built the wheel; else None (build it, under the lock)."""
+        if self._lent:
+            self._lent = False
+            reused = self.guard._retake(self)
+            if reused is not None:
+                self.release()
+                return reused
         self.holding.phase("building")
+        return None
+
+    def lend(self) -> None:
+        """Let the lock go for now (a cycle of waits would never end); :meth:`building` takes it back."""
+        if not self._lent:
+            self._lent = True
+            self.guard._held.pop(self.plan.lock_key, None)
+            self._stack.close()
+
+    def retaken(self, holding: locks.Holding, stack: contextlib.ExitStack) -> None:
+        self.holding, self._stack = holding, stack
+        self.guard._held[self.plan.lock_key] = self
 
     def done(self, wheel: Path | None, report: BuildReport | None) -> None:
         """pip built ``wheel`` (or failed, saying ``report``): share it under the lock, then release it."""
@@ -194,15 +215,9 @@ class CacheGuard:
     def _claim(self, plan: Plan) -> Result | Pending:
         if plan.persistent and (entry := self.store.lookup(plan.key)):
             return entry.wheel, plan.sha256
-        name, version = _name_and_version(plan.source)
-        subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
-        phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "preparing"
-        lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
         stack = contextlib.ExitStack()
         try:
-            holding = stack.enter_context(
-                locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set, self._deadlocked)
-            )
+            holding = self._hold(plan, stack)
             reused = self._reuse(plan, holding) or self._from_remote(plan, holding)
         except BaseException:
             stack.close()
@@ -216,26 +231,59 @@ class CacheGuard:
             self._held[plan.lock_key] = pending
         return pending
 
-    def _deadlocked(self, holder: records.Participant | None) -> bool:
-        """Whether waiting for ``holder`` would wait for ourselves: it waits, directly or through others,
-        for a build this process holds (pip's resolver holds several at once, in its own order)."""
-        if not self._held or holder is None or holder.host != socket.gethostname() or holder.pid == os.getpid():
+    def _hold(self, plan: Plan, stack: contextlib.ExitStack) -> locks.Holding:
+        name, version = _name_and_version(plan.source)
+        subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
+        phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "preparing"
+        lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
+        return stack.enter_context(
+            locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set, self._on_wait)
+        )
+
+    def _retake(self, pending: Pending) -> Path | None:
+        """Take a lent lock back before pip builds: the wheel the process that took it built, if any."""
+        stack = contextlib.ExitStack()
+        try:
+            holding = self._hold(pending.plan, stack)
+            reused = self._reuse(pending.plan, holding)
+        except BaseException:
+            stack.close()
+            raise
+        pending.retaken(holding, stack)
+        if reused is None:
+            holding.end_wait("building it here")
+        return reused[0] if reused is not None else None
+
+    def _on_wait(self, holder: records.Participant | None) -> None:
+        """While this process waits: if ``holder`` waits for us too, lend our locks (see _in_cycle)."""
+        if self._in_cycle(holder):
+            for pending in list(self._held.values()):
+                pending.lend()
+
+    def _in_cycle(self, holder: records.Participant | None) -> bool:
+        """Whether ``holder`` waits, directly or through others, for a lock this process holds (pip's
+        resolver holds several at once, each process in its own order), and this process is the one of
+        that cycle to lend its locks (the highest pid): it goes on waiting, holding none, and takes them
+        back before pip builds; whoever took one meanwhile built it, or builds it, once."""
+        host = socket.gethostname()
+        if not self._held or holder is None or holder.host != host or holder.pid == os.getpid():
             return False
-        held_by: dict[int, set[str]] = {}
-        waiting: dict[str, set[int]] = {}
+        holds: dict[int, set[str]] = {}
+        waits: dict[int, set[str]] = {}
         with contextlib.suppress(OSError):
             for name in os.listdir(self.store.records):
                 for p in records.read(self.store.records / name):
-                    if p.host == holder.host and p.role == "holder":
-                        held_by.setdefault(p.pid, set()).add(p.key)
-                    elif p.host == holder.host:
-                        waiting.setdefault(p.key, set()).add(p.pid)
-        keys, behind_us = set(self._held), set()
-        while keys:
-            for pid in waiting.get(keys.pop(), set()) - behind_us:
-                behind_us.add(pid)
-                keys |= held_by.get(pid, set())
-        return holder.pid in behind_us
+                    if p.host == host:
+                        (holds if p.role == "holder" else waits).setdefault(p.pid, set()).add(p.key)
+        holders = {key: pid for pid, keys in holds.items() for key in keys}
+        waiters: dict[str, set[int]] = {}
+        for pid, keys in waits.items():
+            for key in keys:
+                waiters.setdefault(key, set()).add(pid)
+        behind = _reach(set(self._held), lambda key: waiters.get(key, set()), holds)
+        ahead = _reach(waits.get(holder.pid, set()), lambda key: {holders[key]} if key in holders else set(), waits)
+        cycle = (behind & (ahead | {holder.pid})) - {os.getpid()}
+        return bool(cycle) and os.getpid() > max(cycle)
 
     def _reuse(self, plan: Plan, holding: locks.Holding) -> Result | None:
         """What the build this process waited for left: its wheel, its failure, or the cache's entry."""
@@ -466,6 +514,16 @@ class CacheGuard:
             except MACHINERY_ERRORS as exc:
                 self._give_up(exc)
             yield holding
+
+
+def _reach(keys: set[str], pids_of: Any, keys_of: dict[int, set[str]]) -> set[int]:
+    """The pids reached from ``keys`` by alternating key -> pids (``pids_of``) and pid -> keys."""
+    keys, seen = set(keys), set()
+    while keys:
+        for pid in pids_of(keys.pop()) - seen:
+            seen.add(pid)
+            keys |= keys_of.get(pid, set())
+    return seen
 
 
 def _remove_work(plan: Plan | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipguard import records
-from pipguard.display import Progress, describe_holder, info, warn
+from pipguard.display import Progress, describe_holder, warn
 from pipguard.errors import BuildStopped
 from pipguard.records import Participant, Record
 
@@ -84,13 +84,13 @@ def hold(
     timeout: float,
     phase: str,
     stopping: Callable[[], bool] = lambda: False,
-    deadlocked: Callable[[Participant | None], bool] = lambda holder: False,
+    on_wait: Callable[[Participant | None], None] = lambda holder: None,
 ) -> Iterator[Holding]:
     """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out.
 
     A wait ends with :class:`BuildStopped` as soon as ``stopping`` says so (the command is interrupted:
-    a thread waiting in the background cannot get the KeyboardInterrupt itself), and without the lock as
-    soon as ``deadlocked`` says the holder waits for this very process (a private build, never a hang)."""
+    a thread waiting in the background cannot get the KeyboardInterrupt itself). ``on_wait`` sees the
+    holder at each refresh of a wait (the guard breaks cycles of waits there)."""
     lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
     waited = 0.0
     wait_started: float | None = None
@@ -101,7 +101,7 @@ def hold(
         locked = True
     except Timeout:
         wait_started = time.time()
-        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout, stopping, deadlocked)
+        locked, waited, previous, progress = _wait(lock, record_dir, subject, timeout, stopping, on_wait)
     record = None
     try:
         if locked:
@@ -124,17 +124,16 @@ def _wait(
     subject: Subject,
     timeout: float,
     stopping: Callable[[], bool],
-    deadlocked: Callable[[Participant | None], bool],
+    on_wait: Callable[[Participant | None], None],
 ) -> tuple[bool, float, Participant | None, Progress | None]:
     waiter = Record(record_dir, _participant("waiter", subject, "waiting"))
     progress = Progress(subject.what, waiting=True)
     started = time.monotonic()
     last_refresh = 0.0
     holder: Participant | None = None
-    cycle = False
 
     def refresh() -> bool:
-        nonlocal last_refresh, holder, cycle
+        nonlocal last_refresh, holder
         now = time.monotonic()
         if now - last_refresh >= REFRESH_SECONDS:
             last_refresh = now
@@ -142,8 +141,8 @@ def _wait(
             holder = next((p for p in everyone if p.role == "holder"), holder)
             others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
             progress.tick(holder, others)
-            cycle = deadlocked(holder)
-        return stopping() or cycle
+            on_wait(holder)
+        return stopping()
 
     refresh()
     try:
@@ -161,9 +160,6 @@ def _wait(
         progress.pause()
         return True, waited, holder, progress
     progress.pause()
-    if cycle:
-        info(f"not waiting for {subject.what}: {describe_holder(holder)} waits for a build this process holds")
-        return False, waited, holder, None
     warn(
         f"timed out after {waited:.0f}s waiting for {subject.what}, held by {describe_holder(holder)}; "
         "going on without the lock (PIPGUARD_LOCK_TIMEOUT)"

@@ -229,14 +229,11 @@ def test_sigterm_to_a_waiter_leaves_the_others_going(world: World, dists: Dists,
 
 
 def test_sigint_to_the_holder_hands_the_build_on(world: World, dists: Dists, crew: Crew, gate: Gate) -> None:
-    """Ctrl-C to a building process: exit 1, its record, build dir and build child are gone, a waiter builds."""
+    """Ctrl-C to a building process: exit 1 as pip's, its record and lock gone at once, a waiter builds."""
     venvs = [world.venv(f"v{i}") for i in range(2)]
     holder = crew.start(install_cmd(world, venvs[0], dists.index.url, "slowpkg"), "holder", gate.env)
     (holder_build,) = gate.wait_started(what="the holder's build to reach build_wheel")
-    build_child = parent_pid(holder_build)  # the `pip wheel` child pipguard runs; the backend is its child
-    assert parent_pid(build_child) == holder.popen.pid
-    (build_dir,) = world.store.tmp.glob("build-*")
-    assert in_use(build_dir)
+    assert parent_pid(holder_build) == holder.popen.pid  # pip runs the backend itself, as plain pip does
     waiter = crew.start(install_cmd(world, venvs[1], dists.index.url, "slowpkg"), "waiter", gate.env)
     wait_for(lambda: waiter.popen.pid in waiting_pids(world), "the waiter to queue")
 
@@ -245,8 +242,6 @@ def test_sigint_to_the_holder_hands_the_build_on(world: World, dists: Dists, cre
     assert interrupted.returncode == 1, interrupted.output
     assert "Traceback" not in interrupted.output
     assert holder.popen.pid not in record_pids(world.cache)
-    assert not build_dir.exists()
-    assert not pid_alive(build_child), "the interrupted holder left its build child running"
 
     taker = wait_for(
         lambda: gate.started() - {holder_build},

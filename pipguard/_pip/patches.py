@@ -69,8 +69,8 @@ class Claim(Protocol):
     def archive(self) -> Path | None:
         """The source archive pipguard already downloaded, if it did (pip prepares it from there)."""
 
-    def building(self) -> None:
-        """pip starts building the wheel."""
+    def building(self) -> Path | None:
+        """pip starts building the wheel: a wheel to use instead, if another process built it meanwhile."""
 
     def done(self, wheel: Path | None, report: BuildReport | None) -> None:
         """pip built ``wheel`` (None: it failed, as ``report`` says): share it, release the lock."""
@@ -295,9 +295,16 @@ def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
         claim = seam.claims.pop(req.link.url, None) if req.link is not None else None
         if claim is None:
             return original(req, *args, **kwargs)
+        try:
+            built = claim.building()
+            if built is not None:  # another process built it while this one lent it the lock
+                return _deliver(built, args[0] if args else kwargs["output_dir"])
+        except MACHINERY_ERRORS as exc:
+            display.warn(f"building {req.name} as plain pip ({type(exc).__name__}: {exc})")
+            claim.release()
+            return original(req, *args, **kwargs)
         wheel = None
         try:
-            claim.building()
             with failure.captured() as output:
                 wheel = original(req, *args, **kwargs)
             report = None if wheel else output.report(req.name or "")
@@ -345,14 +352,15 @@ def _get_requirements(original: Callable[..., Any], seam: Seam) -> Callable[...,
 
 def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
-        if link.url not in seam.found:
-            own = original(self, link, name)  # pip's own cache first: a wheel plain pip would reuse
-            if own is not None:
-                return own
         result = seam.wheel_for(self, link, name)
-        if result is None:
+        if result is not None:
+            return _cache_entry(link, result[0], result[1], persistent=seam.entry_is_persistent())
+        if link.url in seam.claims:
+            # A miss pip now builds under the claim. pip's own cache is not asked: its key misses what
+            # pipguard's has (config settings, build variables, the environment of a build without
+            # isolation), so a wheel there may be one this command would not build.
             return None
-        return _cache_entry(link, result[0], result[1], persistent=seam.entry_is_persistent())
+        return original(self, link, name)
 
     return get_wheel_cache_entry
 
@@ -457,6 +465,28 @@ def _name_requirement(template: InstallRequirement, link: Link, wheel: Path) -> 
     name = describe.wheel_project_name(wheel)
     template.req = get_requirement(f"{name} @ {link.url}")
     return canonicalize_name(name)
+
+
+def _deliver(wheel: Path, output_dir: str) -> str:
+    """A wheel another process built, put where pip's build would have put its own (whole or not at all;
+    pip's cache may hold that very file already)."""
+    import shutil
+    import tempfile
+
+    os.makedirs(output_dir, exist_ok=True)
+    target = os.path.join(output_dir, wheel.name)
+    if os.path.exists(target) and os.path.samefile(wheel, target):
+        return target
+    fd, staging = tempfile.mkstemp(dir=output_dir, suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(wheel, staging)
+        os.replace(staging, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
+    return target
 
 
 def install_scope(options: Values) -> str:

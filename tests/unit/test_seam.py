@@ -87,8 +87,9 @@ class FakeClaim:
         self.archive = archive
         self.events: list[Any] = []
 
-    def building(self) -> None:
+    def building(self) -> Path | None:
         self.events.append("building")
+        return None
 
     def done(self, wheel: Path | None, report: BuildReport | None) -> None:
         self.events.append(("done", wheel, report))
@@ -184,29 +185,23 @@ def test_install_given_reqs_takes_the_environment_lock_of_the_install_scope(tmp_
     assert guard.locked == [str(tmp_path.resolve())]
 
 
-def test_the_cache_lookup_asks_pips_cache_then_the_guard_once_per_link_and_hands_pip_a_cache_entry(
-    tmp_path: Path,
-) -> None:
+def test_the_cache_lookup_asks_the_guard_once_per_link_and_hands_pip_a_cache_entry(tmp_path: Path) -> None:
     wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
     guard = FakeGuard((wheel, SHA))
     seam, factory, reqs = seam_for(guard, "alpha==1.0")
     seam.template = reqs[0]
-    asked_pip: list[Link] = []
-    lookup = patches._wheel_cache_entry(lambda factory, link, name: asked_pip.append(link), seam)
+    lookup = patches._wheel_cache_entry(lambda *a: pytest.fail("pip's own cache was asked"), seam)
     first = lookup(factory, SDIST, "alpha")
     assert lookup(factory, SDIST, "alpha").link == first.link
-    assert asked_pip == [SDIST]  # plain pip's own cache first, once
     assert len(guard.asked) == 1 and guard.asked[0].declared_sha256 == SHA
     assert first.link.file_path == str(wheel)
     assert first.origin.to_dict()["archive_info"]["hashes"] == {"sha256": SHA}  # what --require-hashes checks
 
 
-def test_a_wheel_in_pips_own_cache_is_used_as_plain_pip_uses_it() -> None:
-    guard = FakeGuard(None)
-    seam, factory, reqs = seam_for(guard, "alpha==1.0")
+def test_a_source_pipguard_does_not_handle_is_left_to_pips_own_cache() -> None:
+    seam, factory, reqs = seam_for(FakeGuard(None), "alpha==1.0")
     seam.template = reqs[0]
     assert patches._wheel_cache_entry(lambda *a: "pip's entry", seam)(factory, SDIST, "alpha") == "pip's entry"
-    assert guard.asked == []
 
 
 def test_a_miss_is_built_by_pip_under_the_claim_then_shared_and_released(tmp_path: Path) -> None:
@@ -214,7 +209,8 @@ def test_a_miss_is_built_by_pip_under_the_claim_then_shared_and_released(tmp_pat
     claim = FakeClaim(archive)
     seam, factory, reqs = seam_for(FakeGuard(claim), "alpha==1.0")
     seam.template = reqs[0]
-    assert patches._wheel_cache_entry(lambda *a: None, seam)(factory, SDIST, "alpha") is None
+    lookup = patches._wheel_cache_entry(lambda *a: pytest.fail("pip's own cache was asked"), seam)
+    assert lookup(factory, SDIST, "alpha") is None
     assert factory.preparer._downloaded == {SDIST.url: str(archive)}  # pip prepares pipguard's download
     wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
     req = types.SimpleNamespace(editable=False, link=SDIST, name="alpha")
