@@ -25,7 +25,9 @@ GUARD_HELP_LINE = "  guard                       pipguard's own: lock status, it
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     options, rest = _with_guard_in_help(lambda: _pip.parse_general(args))  # ``-h`` exits here
-    if rest[:1] == ["guard"] or rest[:2] == ["help", "guard"]:
+    if rest == ["guard", "--version"]:  # pipguard's own line alone, for the environment it would serve
+        options.version = True
+    elif rest[:1] == ["guard"] or rest[:2] == ["help", "guard"]:
         from pipguard.commands import guard_main
 
         return guard_main(rest[1:] if rest[0] == "guard" else ["--help", *rest[2:]])
@@ -48,10 +50,25 @@ def run_here(args: list[str]) -> int:
     """Run pip in this process; install, wheel and uninstall go through the guard."""
     signal.signal(signal.SIGTERM, _interrupt)
     options, rest = _pip.parse_general(args)
-    if options.version:
+    if rest == ["guard", "--version"]:
         sys.stdout.write(version_text() + "\n")
         return 0
+    if options.version:
+        # pip's own line on stdout, as scripts read it (``pip --version | cut -d' ' -f2``); pipguard's on stderr.
+        sys.stdout.write(_pip.version_line() + "\n")
+        sys.stderr.write(version_text() + "\n")
+        own = target.own_pip_version()
+        if own is not None and own != _pip.pip_version():
+            sys.stderr.write(f"pipguard: this environment has its own pip {own}; pipguard drives pip {_pip.pip_version()}\n")
+        return 0
     command = rest[0] if rest else ""
+    if command == "cache":
+        status = _pip.main(args)
+        if status == 0:
+            from pipguard.commands import after_pip_cache
+
+            after_pip_cache(rest[1:])
+        return status
     if command not in GUARDED_COMMANDS:
         return _pip.main(args)  # pip alone: nothing more of pipguard's is loaded
     from pipguard import display

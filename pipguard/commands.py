@@ -238,6 +238,29 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
     return 0
 
 
+def after_pip_cache(args: list[str]) -> None:
+    """``pip cache ACTION`` went well: do the same to pipguard's cache, saying so on stderr.
+
+    pip's remedies for a bad cached wheel (``cache purge``, ``cache remove PATTERN``) must reach the wheel
+    pipguard would reuse, or the next install would reuse it; ``info`` and ``list`` say where it is."""
+    words = [word for word in args if not word.startswith("-")]
+    action, pattern = (words + ["", ""])[:2]
+    store = Store(settings.cache_root())
+    if action not in ("purge", "remove", "info", "list") or not store.wheels.is_dir():
+        return
+    entries = [e for e in store.entries() if action in ("purge", "info") or _matches(e, pattern or "*")]
+    if action in ("purge", "remove"):
+        removed = sum(1 for e in entries if store.remove(e))
+        kept = f" ({len(entries) - removed} in use, kept)" if removed < len(entries) else ""
+        sys.stderr.write(f"pipguard: removed {removed} wheel{'s' if removed != 1 else ''} from its own cache{kept}\n")
+        return
+    size = sum(int(e.manifest.get("size", 0)) for e in entries)
+    sys.stderr.write(
+        f"pipguard: its own cache, {store.root}, holds {len(entries)} wheel{'s' if len(entries) != 1 else ''}"
+        f" ({size / 1e3:.0f} kB): pipguard guard cache list\n"
+    )
+
+
 def _created(entry: Entry) -> datetime.datetime:
     try:
         return datetime.datetime.fromisoformat(str(entry.manifest["created"]))

@@ -139,3 +139,15 @@ def exec_under(interpreter: str, args: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(interpreter, [interpreter, runner, *args], env)
+
+
+def own_pip_version() -> str | None:
+    """The version of the pip installed in the environment this process serves, if it has one (the pip
+    pipguard drives may be another: its own, served to the target by the runner)."""
+    import sysconfig
+    from importlib.metadata import distributions
+
+    for dist in distributions(path=[sysconfig.get_paths()["purelib"]]):
+        if (dist.metadata["Name"] or "").lower() == "pip":
+            return dist.version
+    return None

@@ -187,7 +187,7 @@ def test_guard_shims_run_the_pipguard_that_printed_them(world: World, dists: Dis
     result = world.run(["pip3", *install_args(user, dists.index.url, "alpha")], env=bare)
     assert result.returncode == 0, result.output
     assert (world.site_packages(user) / "alpha").is_dir()
-    version = world.run(["pip", "--version"], env=bare)
+    version = world.run(["pip", "guard", "--version"], env=bare)
     assert version.stdout.startswith("pipguard ") and f" for {user} " in version.stdout, version.output
 
 

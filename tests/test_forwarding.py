@@ -101,7 +101,8 @@ def test_missing_requirements_file_fails_like_pip(world: World) -> None:
 
 
 def test_version_names_pipguard_and_pip(any_pip_world: World) -> None:
-    """`pipguard --version` says it is pipguard, and which pip it drives."""
+    """`pipguard --version` prints pip's own line on stdout (scripts cut its second word); pipguard's line,
+    naming pipguard and the pip it drives, goes to stderr; `guard --version` prints pipguard's alone."""
     w = any_pip_world
     version = w.run([str(w.python), "-c", "import pipguard; print(pipguard.__version__)"]).stdout.strip()
     pip_line = w.pip("--version").stdout.strip()  # e.g. "pip 26.3 from ... (python 3.11)"
@@ -109,9 +110,12 @@ def test_version_names_pipguard_and_pip(any_pip_world: World) -> None:
     assert pip_version in (NEWEST_PIP, OLDEST_PIP)
     result = w.pipguard("--version")
     assert result.returncode == 0, result.output
-    assert result.stdout.startswith(f"pipguard {version} ")
-    assert f"pip {pip_version} " in result.stdout
-    assert pip_line in result.stdout
+    assert result.stdout.strip() == pip_line
+    assert result.stderr.startswith(f"pipguard {version} ")
+    assert pip_line in result.stderr
+    alone = w.pipguard("guard", "--version")
+    assert alone.returncode == 0 and alone.stderr == "", alone.output
+    assert alone.stdout.startswith(f"pipguard {version} ") and pip_line in alone.stdout
 
 
 # --- 4. the target environment ----------------------------------------------------------------------
@@ -178,8 +182,8 @@ def test_pip_shim_goes_through_pipguard(world: World) -> None:
     """`pip --version` on a PATH with bin/ first answers as pipguard."""
     result = world.run(["pip", "--version"], env=_shim_env(world))
     assert result.returncode == 0, result.output
-    assert result.stdout.startswith("pipguard ")
-    assert "pip " in result.stdout
+    assert result.stdout.startswith("pip ")
+    assert result.stderr.startswith("pipguard ")
 
 
 def test_pip_shim_installs_without_recursion(world: World, dists: Dists) -> None:

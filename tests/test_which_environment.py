@@ -48,7 +48,7 @@ def test_pipx_pipguard_installs_into_the_python3_on_path(world: World, dists: Di
 
 def test_version_names_the_target_environment(world: World, pipx_pipguard: Tool) -> None:
     user = world.venv("user-python")
-    result = _as_user(world, pipx_pipguard, user / "bin", "--version")
+    result = _as_user(world, pipx_pipguard, user / "bin", "guard", "--version")
     assert result.returncode == 0, result.output
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert result.stdout.startswith(f"pipguard {_version(world)} for {user} with pip "), result.stdout
@@ -135,6 +135,6 @@ def test_dot_venv_pipguard_serves_dot_venv(
     result = world.run([str(pipguard), "install", "--index-url", dists.index.url, "alpha"], env=env, cwd=project)
     assert result.returncode == 0, result.output
     assert _installed(world, project / ".venv", "alpha") and not _installed(world, user, "alpha")
-    version = world.run([".venv/bin/pipguard", "--version"], env=env, cwd=project)
+    version = world.run([".venv/bin/pipguard", "guard", "--version"], env=env, cwd=project)
     assert f" for {project / '.venv'} with pip " in version.stdout, version.output
 

@@ -1,0 +1,133 @@
+"""Drop-in, as pip's own functional tests judge it: the process that builds shows, logs and installs what
+plain pip would, pipguard says nothing where nobody waited, and pip's remedies reach pipguard's cache.
+
+Each test runs the same command through pipguard and through plain pip (each with a pip cache of its own)
+and compares what they print, after masking what differs from run to run (sizes, hashes, temp paths).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import Dists, Result, World
+from support.hooklog import read_hooks
+from support.processes import install_args
+from support.projects import make_project, make_sdist
+
+
+def _masked(text: str) -> str:
+    text = re.sub(r"sha256=[0-9a-f]{64}", "sha256=…", text)
+    text = re.sub(r"size=\d+", "size=…", text)
+    text = re.sub(r"Stored in directory: .*", "Stored in directory: …", text)
+    text = re.sub(r"_[0-9a-f]{32}", "_…", text)
+    return re.sub(r"/tmp/pip-[\w-]+", "/tmp/pip-…", text)
+
+
+def _side_by_side(world: World, *args: str, env: dict[str, str] | None = None) -> tuple[Result, Result]:
+    """(pipguard's, plain pip's) results of ``install ARGS`` into fresh venvs of their own."""
+    guarded = world.pipguard("--python", str(world.venv("guarded")), "install", *args, env=env)
+    own_cache = {"PIP_CACHE_DIR": str(world.root / "plain-pip-cache")}
+    plain = world.pip("--python", str(world.venv("plain")), "install", *args, env={**(env or {}), **own_cache})
+    return guarded, plain
+
+
+def test_a_fresh_build_shows_pips_own_build_block_and_leaves_stderr_empty(world: World, dists: Dists) -> None:
+    guarded, plain = _side_by_side(world, "--index-url", dists.index.url, "midpkg")
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert "Building wheels for collected packages: " in guarded.stdout
+    assert "Successfully built " in guarded.stdout and "Using cached" not in guarded.stdout
+    assert guarded.stderr == plain.stderr == ""
+    assert {"midpkg", "leafpkg"} <= world.cached_projects()
+
+
+def test_a_local_tree_is_built_as_pip_builds_it_named_as_the_project_spells_it(world: World) -> None:
+    tree = make_project(world.root / "src", "TreePkg")
+    guarded, plain = _side_by_side(world, "--no-index", str(tree))
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert "Successfully installed TreePkg-1.0" in guarded.stdout
+    assert "cached" not in guarded.stdout.lower()  # a tree's wheel is never called cached
+    assert guarded.stderr == ""
+
+
+def test_the_log_file_holds_the_build_as_plain_pips_does(world: World, dists: Dists) -> None:
+    guarded_log, plain_log = world.root / "guarded.log", world.root / "plain.log"
+    guarded = world.pipguard(*install_args(world.venv("g"), dists.index.url, "alpha", options=("--log", str(guarded_log))))
+    assert guarded.returncode == 0, guarded.output
+    plain = world.pip(
+        *install_args(world.venv("p"), dists.index.url, "alpha", options=("--log", str(plain_log))),
+        env={"PIP_CACHE_DIR": str(world.root / "plain-pip-cache")},
+    )
+    assert plain.returncode == 0, plain.output
+
+    def build_lines(log: Path) -> list[str]:
+        wanted = ("Building wheel for", "Created wheel for", "Successfully built", "Running command")
+        return [_masked(line.split(" ", 1)[1]) for line in log.read_text().splitlines() if any(w in line for w in wanted)]
+
+    assert build_lines(guarded_log) and build_lines(guarded_log) == build_lines(plain_log)
+
+
+def test_one_tree_spelt_two_ways_is_one_link_as_for_plain_pip(world: World) -> None:
+    lib_a = make_project(world.root / "src", "lib_a")
+    lib_b = make_project(world.root / "src", "lib_b", dependencies=[f"lib_a @ file://localhost{lib_a}"])
+    guarded, plain = _side_by_side(world, "--no-index", str(lib_a), str(lib_b))
+    assert plain.returncode == 0, plain.output
+    assert guarded.returncode == 0, guarded.output
+    assert "Successfully installed lib_a-1.0 lib_b-1.0" in guarded.stdout
+    assert world.hooks("build_wheel", "lib_a") == 2  # once for pipguard's command, once for plain pip's
+
+
+def test_command_line_config_settings_reach_only_the_command_lines_requirements(world: World, dists: Dists) -> None:
+    first = world.pipguard(
+        *install_args(world.venv("a"), dists.index.url, "midpkg", options=("--config-settings", "flavor=x"))
+    )
+    assert first.returncode == 0, first.output
+    assert world.hooks("build_wheel", "leafpkg") == 1
+    # leafpkg, a dependency, was built without the setting: the same wheel serves a plain install of it.
+    again = world.pipguard(*install_args(world.venv("b"), dists.index.url, "leafpkg"))
+    assert again.returncode == 0, again.output
+    assert world.hooks("build_wheel", "leafpkg") == 1
+    assert "Using cached leafpkg-2.0-py3-none-any.whl" in again.stdout
+
+
+def test_a_failed_build_ends_with_pips_own_summary_after_every_build(world: World, dists: Dists) -> None:
+    env = {"FIXTURE_FAIL_BUILD": "alpha"}
+    guarded, plain = _side_by_side(world, "--index-url", dists.index.url, "alpha", "beta", env=env)
+    assert guarded.returncode == plain.returncode == 1
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert "Successfully built beta" in guarded.stdout and "Failed to build alpha" in guarded.stdout
+    assert _masked(guarded.stderr) == _masked(plain.stderr)
+    assert "beta" in world.cached_projects() and "alpha" not in world.cached_projects()
+
+
+def test_pip_cache_purge_and_remove_reach_pipguards_cache(world: World, dists: Dists) -> None:
+    assert world.pipguard(*install_args(world.venv("a"), dists.index.url, "alpha", "beta")).returncode == 0
+    removed = world.pipguard("cache", "remove", "alpha")
+    assert removed.returncode == 0, removed.output
+    assert "pipguard: removed 1 wheel from its own cache" in removed.stderr
+    assert world.cached_projects() == {"beta"}
+    purged = world.pipguard("cache", "purge")
+    assert purged.returncode == 0 and "pipguard: removed 1 wheel" in purged.stderr, purged.output
+    assert world.cached_projects() == set()
+    again = world.pipguard(*install_args(world.venv("b"), dists.index.url, "alpha"))
+    assert again.returncode == 0, again.output
+    assert world.hooks("build_wheel", "alpha") == 2  # the remedy worked: built again
+
+
+def test_install_only_deps_of_a_tree_prepares_it_and_builds_nothing_of_it(world: World, dists: Dists) -> None:
+    tree = make_project(world.root / "src", "apppkg", dependencies=["leafpkg>=2"])
+    guarded = world.pipguard(*install_args(world.venv("a"), dists.index.url, "--only-deps", str(tree)))
+    assert guarded.returncode == 0, guarded.output
+    hooks = read_hooks(world.hook_log)
+    assert {record["project"] for record in hooks if record["hook"] == "build_wheel"} == {"leafpkg"}
+    assert world.hooks("prepare_metadata_for_build_wheel", "apppkg") == 1  # only what plain pip runs of it
+
+
+def test_a_build_waited_for_by_nobody_prints_nothing_of_pipguards_even_as_an_sdist(world: World) -> None:
+    links = world.root / "links"
+    make_sdist(make_project(world.root / "trees", "onlysdist"), links)
+    guarded, plain = _side_by_side(world, "--no-index", "--find-links", str(links), "onlysdist")
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert guarded.stderr == "" and _masked(guarded.stdout) == _masked(plain.stdout)
