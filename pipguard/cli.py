@@ -11,6 +11,7 @@ import io
 import signal
 import sys
 from collections.abc import Callable
+from optparse import Values
 from types import FrameType
 from typing import TypeVar
 
@@ -28,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     if rest == ["guard", "--version"]:  # pipguard's own line alone, for the environment it would serve
         options.version = True
     elif rest[:1] == ["guard"] or rest[:2] == ["help", "guard"]:
-        from pipguard.commands import guard_main
-
+        try:
+            from pipguard.commands import guard_main
+        except ImportError as exc:  # e.g. no fcntl: no locks, so nothing of pipguard's own to show
+            sys.stderr.write(f"ERROR: pipguard guard cannot run here ({exc})\n")
+            return 2
         return guard_main(rest[1:] if rest[0] == "guard" else ["--help", *rest[2:]])
     if rest in ([], ["help"]) and not options.version:  # pip prints its help for these too
         return _with_guard_in_help(lambda: _pip.main(args))
@@ -65,21 +69,29 @@ def run_here(args: list[str]) -> int:
     if command == "cache":
         status = _pip.main(args)
         if status == 0:
-            from pipguard.commands import after_pip_cache
+            try:
+                from pipguard.commands import after_pip_cache
 
-            after_pip_cache(rest[1:])
+                after_pip_cache(rest[1:])
+            except Exception as exc:  # noqa: BLE001 - pip's part is done; pipguard's never fails it
+                _warn(options, f"pipguard's own cache was left as it is ({type(exc).__name__}: {exc})")
         return status
     if command not in GUARDED_COMMANDS:
         return _pip.main(args)  # pip alone: nothing more of pipguard's is loaded
-    from pipguard import display
-
     try:
         from pipguard._pip.patches import run_pip
         from pipguard.guard import CacheGuard
-    except Exception as exc:  # noqa: BLE001 - e.g. a dependency that does not run under this interpreter
-        display.warn(f"cannot load the build cache under {sys.executable} ({exc}); running plain pip")
+    except Exception as exc:  # noqa: BLE001 - no POSIX locks (fcntl), a dependency that does not run here...
+        _warn(options, f"cannot load the build cache under {sys.executable} ({type(exc).__name__}: {exc}); running plain pip")
         return _pip.main(args)
     return run_pip(args, CacheGuard)
+
+
+def _warn(options: Values, message: str) -> None:
+    """A warning from before pipguard's output channel could load (it needs what failed): pip's ``-qq``
+    hides it, as it hides every pipguard warning."""
+    if int(getattr(options, "quiet", 0) or 0) < 2:
+        sys.stderr.write(f"pipguard: warning: {message}\n")
 
 
 def version_text() -> str:

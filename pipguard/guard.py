@@ -22,7 +22,8 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -359,10 +360,11 @@ class CacheGuard:
                 if not settings.remote_environment().get("PIPGUARD_REMOTE"):
                     return None
                 from pipguard import remote
+                from pipguard.remote import stats  # now: pip 26.3 warns of any import after it installed
 
                 self._remote = remote.open_tier(source.network)
                 if self._remote is not None:
-                    atexit.register(self._remote_summary, self._remote, display.current())
+                    atexit.register(self._remote_summary, self._remote, display.current(), stats.add)
             return self._remote
 
     def _from_remote(self, plan: Plan, holding: locks.Holding) -> Result | None:
@@ -388,10 +390,8 @@ class CacheGuard:
         if tier is not None:
             tier.upload(plan.key, built[0])
 
-    def _remote_summary(self, tier: Tier, output: display.Output) -> None:
-        from pipguard.remote import stats as remote_stats
-
-        remote_stats.add(self.store.base, tier.counts)
+    def _remote_summary(self, tier: Tier, output: display.Output, add: Callable[[Path, Counter[str]], None]) -> None:
+        add(self.store.base, tier.counts)
         if any(tier.counts.values()):
             display.detail(tier.summary(), output)
 

@@ -131,3 +131,21 @@ def test_a_build_waited_for_by_nobody_prints_nothing_of_pipguards_even_as_an_sdi
     guarded, plain = _side_by_side(world, "--no-index", "--find-links", str(links), "onlysdist")
     assert guarded.returncode == plain.returncode == 0, guarded.output
     assert guarded.stderr == "" and _masked(guarded.stdout) == _masked(plain.stdout)
+
+
+def test_without_posix_locks_every_command_is_plain_pip_after_one_warning(world: World, dists: Dists) -> None:
+    """Where ``fcntl`` cannot be imported (as on Windows), nothing crashes: one warning, then plain pip."""
+    breaker = world.root / "no-fcntl"
+    breaker.mkdir()
+    (breaker / "fcntl.py").write_text('raise ImportError("No module named \'fcntl\'")\n')
+    env = {"PYTHONPATH": str(breaker)}
+    venv = world.venv("v")
+    result = world.pipguard(*install_args(venv, dists.index.url, "alpha"), env=env)
+    assert result.returncode == 0, result.output
+    assert (world.site_packages(venv) / "alpha").is_dir()
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("pipguard: warning: cannot load the build cache") and "running plain pip" in warning
+    listed = world.pipguard("--python", str(venv), "list", env=env)
+    assert listed.returncode == 0 and "alpha" in listed.stdout and listed.stderr == "", listed.output
+    purged = world.pipguard("--python", str(venv), "cache", "purge", env=env)
+    assert purged.returncode == 0 and "Traceback" not in purged.output, purged.output
