@@ -59,6 +59,11 @@ class World:
         """The cache's layout, as pipguard itself defines it (the one place tests learn where things are)."""
         return Store(self.cache)
 
+    def another_job(self, name: str) -> dict[str, str]:
+        """The environment of another job on this machine (a fresh CI runner, a container build): pip's
+        own cache is its own, pipguard's is shared, so whatever it reuses comes from pipguard's cache."""
+        return {"PIP_CACHE_DIR": str(self.root / f"pip-cache-{name}")}
+
     def cached_projects(self) -> set[str]:
         """The projects whose wheels pipguard's cache holds: what shows an install went through pipguard
         (a build that nobody waited for prints nothing of pipguard's, as plain pip's would not)."""

@@ -211,7 +211,7 @@ def test_per_requirement_config_settings_are_part_of_the_cache_key(world: World,
         reqs = world.root / f"reqs-{name}.txt"
         reqs.write_text(f"alpha --config-settings=flavor={value}\n")
         venv = world.venv(name)
-        result = world.pipguard(*install_args(venv, dists.index.url, "-r", str(reqs)))
+        result = world.pipguard(*install_args(venv, dists.index.url, "-r", str(reqs)), env=world.another_job(name))
         assert result.returncode == 0, result.output
         assert (world.site_packages(venv) / "alpha" / "__init__.py").is_file()
 

@@ -268,10 +268,10 @@ def test_a_build_without_isolation_is_reused_only_where_the_same_distributions_a
 ) -> None:
     args = ("install", "--no-build-isolation", "--index-url", dists.index.url, "beta")
     for name in ("a", "b"):
-        assert world.pipguard("--python", str(world.venv(name)), *args).returncode == 0
+        assert world.pipguard("--python", str(world.venv(name)), *args, env=world.another_job(name)).returncode == 0
     assert world.hooks("build_wheel", "beta") == 1
     other = world.venv("other")
     assert world.pipguard("--python", str(other), "install", "--index-url", dists.index.url, "alpha").returncode == 0
-    result = world.pipguard("--python", str(other), *args)
+    result = world.pipguard("--python", str(other), *args, env=world.another_job("other"))
     assert result.returncode == 0, result.output
     assert world.hooks("build_wheel", "beta") == 2

@@ -306,7 +306,7 @@ def test_a_damaged_entry_is_rebuilt_never_installed(world: World, dists: Dists, 
     damage(entry)
 
     second = world.venv("second")
-    again = world.pipguard(*install_args(second, dists.index.url, "alpha"))
+    again = world.pipguard(*install_args(second, dists.index.url, "alpha"), env=world.another_job("second"))
     assert again.returncode == 0, again.output
     assert "Traceback" not in again.output
     damaged = [line for line in again.warnings() if re.match(rf"{WARNING} cache entry \S+ is damaged", line)]
@@ -319,7 +319,7 @@ def test_a_damaged_entry_is_rebuilt_never_installed(world: World, dists: Dists, 
     assert not entry_problems(world.cache)
     # Repaired for good: the next install uses the rebuilt entry.
     third = world.venv("third")
-    reused = world.pipguard(*install_args(third, dists.index.url, "alpha"))
+    reused = world.pipguard(*install_args(third, dists.index.url, "alpha"), env=world.another_job("third"))
     assert reused.returncode == 0 and reused.warnings() == [], reused.output
     assert world.hooks("build_wheel", "alpha") == 2
 
@@ -535,7 +535,7 @@ def test_a_cache_others_can_write_is_not_used_unless_trusted(
     trusted = {"PIPGUARD_TRUST_SHARED_CACHE": "1"}
     for name in ("second", "third"):
         venv = world.venv(name)
-        used = world.pipguard(*install_args(venv, dists.index.url, "alpha"), env=trusted)
+        used = world.pipguard(*install_args(venv, dists.index.url, "alpha"), env={**trusted, **world.another_job(name)})
         assert used.returncode == 0, used.output
         assert used.warnings() == [], used.stderr
         assert world.module_version(venv, "alpha") == "1.0"
@@ -566,7 +566,7 @@ def test_a_planted_symlink_is_not_followed(world: World, dists: Dists, level: st
     before = tree_snapshot(outside)
 
     second = world.venv("second")
-    result = world.pipguard(*install_args(second, dists.index.url, "alpha"))
+    result = world.pipguard(*install_args(second, dists.index.url, "alpha"), env=world.another_job("second"))
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
     assert world.module_version(second, "alpha") == "1.0"

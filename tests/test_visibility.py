@@ -352,7 +352,9 @@ def test_guard_cache_commands(world: World, dists: Dists) -> None:
     venv = world.venv("v")
 
     def install(*packages: str) -> None:
-        result = world.pipguard(*install_args(venv, dists.index.url, *packages, options=("--force-reinstall",)))
+        # Each in a job of its own (pip's own cache empty): what is reused comes from pipguard's cache.
+        job = world.another_job(f"job{world.hooks('build_wheel')}-{'-'.join(packages)}")
+        result = world.pipguard(*install_args(venv, dists.index.url, *packages, options=("--force-reinstall",)), env=job)
         assert result.returncode == 0, result.output
 
     install("slowpkg")

@@ -100,12 +100,14 @@ def _source(
     )
 
 
-def adopt_download(factory: Factory, link: Link, archive: Path | None) -> None:
-    """Let pip prepare ``link`` from the archive pipguard downloaded to key it, as from one of its own
-    batch downloads: the same bytes are not fetched (nor announced) twice."""
-    downloaded = getattr(factory.preparer, "_downloaded", None)
-    if archive is not None and isinstance(downloaded, dict):
-        downloaded[link.url] = str(archive)
+def adopt_download(preparer: Any, req: InstallRequirement, archive: Path) -> None:
+    """Let pip prepare ``req`` from the archive pipguard downloaded to key it, as from one of its own
+    batch downloads (pip unpacks it and fetches nothing): the same bytes are not downloaded twice."""
+    downloaded = getattr(preparer, "_downloaded", None)
+    if req.link is None or not isinstance(downloaded, dict) or req.link.url in downloaded:
+        return
+    downloaded[req.link.url] = str(archive)
+    req.needs_unpacked_archive(archive)
 
 
 def wheel_project_name(wheel: Path) -> str:

@@ -20,6 +20,9 @@ The patch points, all in pip's install and wheel commands and their resolver:
   (ahead.py); the cache lookup above then waits for the build in flight instead of starting another.
 - ``InstallCommand.run`` / ``WheelCommand.run``: the parsed options and which command runs; at its end,
   the background builds are waited for (or stopped, if the command failed or was interrupted).
+- ``RequirementPreparer.prepare_linked_requirement``: a claimed source pipguard downloaded to key it is
+  prepared from that download (pip fetches the same bytes once, as from its own batch downloads).
+- ``wheel_builder._build_one``: pip builds a claimed miss; its wheel is shared and the claim released.
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
   build in place, so they are locked by their path (never cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
@@ -152,7 +155,6 @@ class Seam:
                     result = claimed
                 else:
                     self.claims[link.url] = claimed
-                    describe.adopt_download(factory, link, claimed.archive)
         self.found[link.url] = result
         return result
 
@@ -318,6 +320,16 @@ def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     return build_one
 
 
+def _prepare_linked(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def prepare_linked_requirement(self: Any, req: InstallRequirement, *args: Any, **kwargs: Any) -> Any:
+        claim = seam.claims.get(req.link.url) if req.link is not None else None
+        if claim is not None and claim.archive is not None:
+            describe.adopt_download(self, req, claim.archive)
+        return original(self, req, *args, **kwargs)
+
+    return prepare_linked_requirement
+
+
 def _candidate_init(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
     def candidate_init(
         self: Any, link: Link, template: InstallRequirement, factory: Factory, name: Any = None, version: Any = None
@@ -355,12 +367,12 @@ def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[...
         result = seam.wheel_for(self, link, name)
         if result is not None:
             return _cache_entry(link, result[0], result[1], persistent=seam.entry_is_persistent())
-        if link.url in seam.claims:
-            # A miss pip now builds under the claim. pip's own cache is not asked: its key misses what
-            # pipguard's has (config settings, build variables, the environment of a build without
-            # isolation), so a wheel there may be one this command would not build.
-            return None
-        return original(self, link, name)
+        # A miss of pipguard's (or a source it leaves alone): pip's own cache, as plain pip would ask
+        # it. A wheel there means pip builds nothing, so the claim is let go at once.
+        own = original(self, link, name)
+        if own is not None:
+            seam.release(link.url)
+        return own
 
     return get_wheel_cache_entry
 
@@ -389,6 +401,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "cli.req_command:RequirementCommand.get_requirements", _get_requirements),
     Patch(_INTERNAL + "commands.install:install_given_reqs", _install_given_reqs),
     Patch(_INTERNAL + "operations.prepare:RequirementPreparer.prepare_editable_requirement", _prepare_editable),
+    Patch(_INTERNAL + "operations.prepare:RequirementPreparer.prepare_linked_requirement", _prepare_linked),
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),

@@ -198,10 +198,12 @@ def test_the_cache_lookup_asks_the_guard_once_per_link_and_hands_pip_a_cache_ent
     assert first.origin.to_dict()["archive_info"]["hashes"] == {"sha256": SHA}  # what --require-hashes checks
 
 
-def test_a_source_pipguard_does_not_handle_is_left_to_pips_own_cache() -> None:
-    seam, factory, reqs = seam_for(FakeGuard(None), "alpha==1.0")
+def test_a_miss_of_pipguards_is_asked_of_pips_own_cache_and_a_hit_there_releases_the_claim() -> None:
+    claim = FakeClaim()
+    seam, factory, reqs = seam_for(FakeGuard(claim), "alpha==1.0")
     seam.template = reqs[0]
     assert patches._wheel_cache_entry(lambda *a: "pip's entry", seam)(factory, SDIST, "alpha") == "pip's entry"
+    assert claim.events == ["release"] and not seam.claims
 
 
 def test_a_miss_is_built_by_pip_under_the_claim_then_shared_and_released(tmp_path: Path) -> None:
@@ -209,11 +211,12 @@ def test_a_miss_is_built_by_pip_under_the_claim_then_shared_and_released(tmp_pat
     claim = FakeClaim(archive)
     seam, factory, reqs = seam_for(FakeGuard(claim), "alpha==1.0")
     seam.template = reqs[0]
-    lookup = patches._wheel_cache_entry(lambda *a: pytest.fail("pip's own cache was asked"), seam)
-    assert lookup(factory, SDIST, "alpha") is None
-    assert factory.preparer._downloaded == {SDIST.url: str(archive)}  # pip prepares pipguard's download
+    assert patches._wheel_cache_entry(lambda *a: None, seam)(factory, SDIST, "alpha") is None
+    prepared = []
+    req = types.SimpleNamespace(editable=False, link=SDIST, name="alpha", needs_unpacked_archive=prepared.append)
+    patches._prepare_linked(lambda self, req: None, seam)(factory.preparer, req)
+    assert factory.preparer._downloaded == {SDIST.url: str(archive)} and prepared == [archive]  # pip's own download
     wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
-    req = types.SimpleNamespace(editable=False, link=SDIST, name="alpha")
     assert patches._build_one(lambda *a: str(wheel), seam)(req, str(tmp_path), True, False) == str(wheel)
     assert claim.events == ["building", ("done", wheel, None), "release"]
     seam.release_all()
