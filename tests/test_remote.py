@@ -76,10 +76,10 @@ def assert_whole(store: Path) -> None:
     for path in store_files(store):
         assert not path.name.startswith(".tmp-"), path
         assert SECRET.encode() not in path.read_bytes()
-    for manifest in store.glob("v1/keys/*/*.json"):
+    for manifest in store.glob("v2/keys/*/*.json"):
         document = json.loads(manifest.read_text())
         assert set(document) == {"format", "key", "wheel", "size", "sha256", "created", "writer", "signature"}
-        blob = store / "v1" / "blobs" / document["sha256"] / document["wheel"]
+        blob = store / "v2" / "blobs" / document["sha256"] / document["wheel"]
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == document["sha256"]
 
 
@@ -107,7 +107,7 @@ def test_a_writer_publishes_and_another_machine_installs_without_building(
     install(world, dists, writer, "w", "alpha")
     assert world.hooks("build_wheel", "alpha") == 1
     store = nginx.store / world.root.name
-    assert [p.parent.name for p in store.glob("v1/blobs/*/*.whl")] and len(list(store.glob("v1/keys/*/*.json"))) == 2
+    assert [p.parent.name for p in store.glob("v2/blobs/*/*.whl")] and len(list(store.glob("v2/keys/*/*.json"))) == 2
     assert_whole(store)
 
     reader = machine(world, "reader", PIPGUARD_REMOTE=url, PIPGUARD_REMOTE_VERIFY_KEY=str(keys["trusted"].public))
@@ -153,7 +153,7 @@ def test_a_tampered_blob_is_rejected_and_never_installed(
     install(world, dists, machine(world, "writer", PIPGUARD_REMOTE=url, PIPGUARD_REMOTE_WRITE="1",
                                   PIPGUARD_REMOTE_SIGNING_KEY=str(keys["trusted"].private)), "w", "gamma")
     install(world, dists, machine(world, "evil", FIXTURE_POISON="1"), "evil", "gamma")
-    (blob,) = (nginx.store / world.root.name).glob("v1/blobs/*/*.whl")
+    (blob,) = (nginx.store / world.root.name).glob("v2/blobs/*/*.whl")
     (evil_wheel,) = (world.root / "evil" / "cache").glob("v1/wheels/*/*/*.whl")
     blob.write_bytes(evil_wheel.read_bytes())  # the server's copy swapped for a poisoned build
 
