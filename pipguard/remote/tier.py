@@ -86,22 +86,18 @@ class Tier:
 
     def _fetch_from(self, key: str, source: Source, trusted: PublicKey | None, directory: Path, what: str) -> Path | None:
         writer = trusted.writer_id if trusted else ANYONE
-        data = self.read_manifest(manifest_path(key, writer))
-        if data is None:
-            return None
         try:
-            return self._download(accept(data, key, trusted), source, directory)
+            data = self.read_manifest(manifest_path(key, writer))
+            return None if data is None else self._download(accept(data, key, trusted), source, directory)
         except RemoteRejected as exc:
             self.counts["rejected"] += 1
             warn(f"not using the remote cache's wheel for {what} ({writer}): {exc}")
             return None
 
     def read_manifest(self, path: str) -> bytes | None:
+        """The manifest at ``path`` (None: there is none); ``RemoteRejected`` if it cannot be one."""
         data = bytearray()
-        try:
-            found = self.transport.get(path, data.extend, MAX_MANIFEST_BYTES)
-        except RemoteRejected:
-            return b""  # too large to be a manifest: rejected by accept as not JSON
+        found = self.transport.get(path, data.extend, MAX_MANIFEST_BYTES)
         return bytes(data) if found else None
 
     def _download(self, manifest: Manifest, source: Source, directory: Path) -> Path:
@@ -167,7 +163,10 @@ class Tier:
     def _put_manifest(self, key: str, signer: PublicKey | None, body: bytes) -> None:
         """Never overwrite a manifest, except one in this signer's name that this signer did not sign."""
         path = manifest_path(key, signer.writer_id if signer else ANYONE)
-        existing = self.read_manifest(path)
+        try:
+            existing = self.read_manifest(path)
+        except RemoteRejected:
+            existing = b""  # too large to be a manifest, or not a file: not one this writer signed
         if existing is not None:
             if signer is None:
                 return
