@@ -1,9 +1,9 @@
 """The fleet tier: built wheels shared across machines through a plain HTTP(S) or file store.
 
 Modules, one concern each: ``config`` (the variables, parsed once, credentials decided), ``keyfiles``
-(openssl's PEM keys and ed25519 signatures, through pyca/cryptography), ``manifest`` (the remote layout, what a writer
-publishes and a reader accepts), ``transport`` (GET / HEAD / PUT with bounded waits), ``tier`` (fetch and
-upload, never raising), ``stats`` (counts summed over processes).
+(openssl's PEM keys and ed25519 signatures, through pyca/cryptography), ``manifest`` (the remote layout,
+what a writer publishes and a reader accepts), ``transport`` (GET / PUT with bounded waits), ``tier``
+(fetch and upload, never raising; what a fetched wheel must be), ``stats`` (counts summed over processes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The remote layout and its manifests: what a writer publishes for a key, and what a reader accepts.
 
-Layout under the base URL (plain GET/HEAD/PUT, so any HTTP or file store serves it)::
+Layout under the base URL (plain GET / PUT, so any HTTP or file store serves it)::
 
     v2/blobs/<sha256 of the wheel>/<wheel file name>   the wheel, content-addressed
     v2/keys/<cache key>/<writer id>.json               one manifest per writer and key

@@ -30,6 +30,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 START_SECONDS = 30.0
@@ -220,27 +221,15 @@ MOST_DRIPPED = 2400  # a drip ends by itself after two minutes, whatever the cli
 HANG_UP_SECONDS = 30.0  # how long an overflowing store waits for the client to hang up
 
 
-class HostileStore:
-    """A store that serves a directory (as nginx would) over HTTP on 127.0.0.1, lying where a test says.
+class _Served:
+    """An HTTP server on 127.0.0.1, in threads of this process while entered; each GET goes to ``answer``."""
 
-    ``lies`` maps a path under the base URL to how that object is served: ``"drip"`` (one byte every
-    50 ms, then more forever, within ``MOST_DRIPPED``), ``"overflow"`` (the object and one byte more, no
-    Content-Length, then nothing until the client hangs up). ``asked`` is set at the first request for a
-    lying path; ``requests`` lists (method, path) of every request; ``hung_up`` whether a client closed an
-    overflowing response without waiting for more."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.lies: dict[str, str] = {}
-        self.requests: list[tuple[str, str]] = []
-        self.asked = threading.Event()
-        self.hung_up = False
-        store = self
+    def __init__(self) -> None:
+        served = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                store.requests.append(("GET", self.path))
-                store._answer(self)
+                served.answer(self)
 
             def log_message(self, *_args: object) -> None:
                 pass
@@ -253,7 +242,37 @@ class HostileStore:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+    def answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HostileStore(_Served):
+    """A store that serves a directory (as nginx would) over HTTP on 127.0.0.1, lying where a test says.
+
+    ``lies`` maps a path under the base URL to how that object is served: ``"drip"`` (one byte every
+    50 ms, then more forever, within ``MOST_DRIPPED``), ``"overflow"`` (the object and one byte more, no
+    Content-Length, then nothing until the client hangs up). ``asked`` is set at the first request for a
+    lying path; ``requests`` lists the path of every GET; ``hung_up`` whether a client closed an
+    overflowing response without waiting for more."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+        self.lies: dict[str, str] = {}
+        self.requests: list[str] = []
+        self.asked = threading.Event()
+        self.hung_up = False
+
+    def answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        self.requests.append(handler.path)
         path = handler.path.lstrip("/")
         file = self.root / path
         if not file.is_file():
@@ -292,62 +311,31 @@ class HostileStore:
         except TimeoutError:
             self.hung_up = False
 
-    def __enter__(self) -> HostileStore:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class RecordingProxy:
+class RecordingProxy(_Served):
     """A plain HTTP forward proxy on 127.0.0.1 that keeps every request it forwards (line and headers)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[str] = []
-        proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                proxy.seen.append(f"{self.command} {self.path}\n{self.headers}")
-                parts = urllib.parse.urlsplit(self.path)
-                upstream = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
-                    upstream.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
-                    answer = upstream.getresponse()
-                    body = answer.read()
-                finally:
-                    upstream.close()
-                self.send_response(answer.status)
-                for name, value in answer.getheaders():
-                    if name.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_HEAD = do_GET
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> RecordingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        self.seen.append(f"{handler.command} {handler.path}\n{handler.headers}")
+        parts = urllib.parse.urlsplit(handler.path)
+        upstream = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
+        try:
+            headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+            upstream.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
+            reply = upstream.getresponse()
+            body = reply.read()
+        finally:
+            upstream.close()
+        handler.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
 
 def other_python() -> str | None:

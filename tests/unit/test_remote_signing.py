@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,38 +71,25 @@ def test_several_public_keys_in_one_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "text, complaint",
+    "load, text, complaint",
     [
-        ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
-        ("", "no PEM block"),
-        ("-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n", "not a readable ed25519 key"),
+        (load_private, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
+        (load_private, "", "no PEM block"),
+        (load_private, "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n", "not a readable ed25519 key"),
+        (load_public, pem_public(bytes(31)), "not a readable ed25519 key"),  # 31 bytes in a 32-byte frame
+        (load_public, pem_public(IDENTITY).replace("MCowBQYDK2Vw", "MCowBQYDK2Vx"), "not a readable ed25519 key"),  # ed448
+        (load_public, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "PUBLIC KEY blocks only"),
+        (load_public, "nothing\n", "no PUBLIC KEY block"),
     ],
 )
-def test_a_bad_private_key_file_is_one_line(tmp_path: Path, text: str, complaint: str) -> None:
+def test_a_bad_key_file_is_one_line(tmp_path: Path, load: Callable[[Path], object], text: str, complaint: str) -> None:
     path = tmp_path / "key.pem"
     path.write_text(text)
     with pytest.raises(KeyFileError, match=complaint) as raised:
-        load_private(path)
-    assert "\n" not in str(raised.value)
-
-
-@pytest.mark.parametrize(
-    "text, complaint",
-    [
-        (pem_public(bytes(31)), "not a readable ed25519 key"),  # 31 bytes in a 32-byte frame: bad DER
-        (pem_public(IDENTITY).replace("MCowBQYDK2Vw", "MCowBQYDK2Vx"), "not a readable ed25519 key"),  # ed448's OID
-        ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "PUBLIC KEY blocks only"),
-        ("nothing\n", "no PUBLIC KEY block"),
-    ],
-)
-def test_a_bad_public_key_file_is_one_line(tmp_path: Path, text: str, complaint: str) -> None:
-    path = tmp_path / "key.pub.pem"
-    path.write_text(text)
-    with pytest.raises(KeyFileError, match=complaint) as raised:
-        load_public(path)
+        load(path)
     assert "\n" not in str(raised.value)
     with pytest.raises(KeyFileError, match="cannot read"):
-        load_public(tmp_path / "missing.pem")
+        load(tmp_path / "missing.pem")
 
 
 @needs_openssl
