@@ -362,7 +362,7 @@ class CacheGuard:
                 from pipguard import remote
                 from pipguard.remote import stats  # now: pip 26.3 warns of any import after it installed
 
-                self._remote = remote.open_tier(source.network)
+                self._remote = remote.open_tier(source.network, self.stopping)
                 if self._remote is not None:
                     atexit.register(self._remote_summary, self._remote, display.current(), stats.add)
             return self._remote
@@ -375,7 +375,7 @@ class CacheGuard:
         holding.phase("downloading")
         directory = self.store.new_build_dir()
         try:
-            wheel = tier.fetch(plan.key, directory, holding.subject.what)
+            wheel = tier.fetch(plan.key, plan.source, directory, holding.subject.what)
             if wheel is None:
                 return None
             entry = self.store.publish(plan.key, wheel, {**_manifest_source(plan.source, plan.sha256), "remote": True})

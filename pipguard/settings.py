@@ -64,13 +64,16 @@ REMOTE_VARIABLES = (
     "PIPGUARD_REMOTE_SIGNING_KEY",
     "PIPGUARD_REMOTE_VERIFY_KEY",
     "PIPGUARD_REMOTE_TIMEOUT",
+    "PIPGUARD_REMOTE_DEADLINE",
+    "PIPGUARD_REMOTE_ALLOW_HTTP",
     "NETRC",
 )
 
 
 def remote_environment() -> dict[str, str]:
-    """The remote tier's variables as set (pipguard/remote/config.py parses them), and ``NETRC``."""
-    return {name: os.environ[name] for name in REMOTE_VARIABLES if os.environ.get(name)}
+    """The remote tier's variables as set, empty ones too (pipguard/remote/config.py parses them: a verify
+    key set to nothing switches the remote off), and ``NETRC``."""
+    return {name: os.environ[name] for name in REMOTE_VARIABLES if name in os.environ}
 
 
 def default_jobs() -> int:

@@ -29,8 +29,13 @@ from optparse import Values
 
 from pipguard import _pip
 
-# Top-level packages pipguard needs under the target interpreter, served from pipguard's own environment.
-_PACKAGES = ("pipguard", "pip", "filelock", "platformdirs", "packaging", "rich", "markdown_it", "mdurl", "pygments")
+# Top-level packages (and modules) pipguard needs under the target interpreter, served from pipguard's own
+# environment. cryptography's Rust extension imports _cffi_backend, a module built for one Python version:
+# under a target of another, it is not found there, and the remote tier is off with one warning.
+_PACKAGES = (
+    "pipguard", "pip", "filelock", "platformdirs", "packaging", "rich", "markdown_it", "mdurl", "pygments",
+    "cryptography", "_cffi_backend",
+)
 # Files pipx and uv leave in the root of a tool environment they made.
 _TOOL_RECEIPTS = ("pipx_metadata.json", "uv-receipt.toml")
 
@@ -131,6 +136,8 @@ def exec_under(interpreter: str, args: list[str]) -> None:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
             sources[name] = os.path.dirname(list(spec.submodule_search_locations)[0])
+        elif spec is not None and spec.origin:
+            sources[name] = os.path.dirname(spec.origin)
     env = dict(os.environ)
     env[_pip.RUNNER_ENV] = "1"
     env["PIPGUARD_SOURCES"] = json.dumps(sources)

@@ -9,18 +9,19 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 
 from pipguard.errors import RemoteRefused, RemoteUnavailable
 from pipguard.remote import configured, open_tier
 from pipguard.remote.config import RemoteConfig
-from pipguard.remote.manifest import ANYONE
+from pipguard.remote.manifest import ANYONE, LAYOUT
 from pipguard.remote.tier import Tier
 from pipguard.sources import Network
 from pipguard.store import Entry, Store
 
 ERROR = 1
-PROBE = "v1/probe/{writer}.txt"
+PROBE = f"{LAYOUT}/probe/{{writer}}.txt"
 
 
 def _network() -> Network:
@@ -52,11 +53,11 @@ def status() -> int:
     print(f"Remote cache: {config.display}")
     print(f"Mode: {describe_mode(config)}")
     print(f"Verify keys: {describe_trust(config)}")
-    tier = open_tier(_network())
+    tier = open_tier(_network(), threading.Event())
     if tier is None:
         return ERROR
     try:
-        tier.transport.get("v1/keys/status-probe.json", lambda _chunk: None, 1 << 16)
+        tier.transport.get(f"{LAYOUT}/keys/status-probe.json", lambda _chunk: None, 1 << 16)
         print("Reachable: yes")
     except RemoteUnavailable as exc:
         print(f"Reachable: no ({exc})")
@@ -84,7 +85,7 @@ def push(store: Store, matches: Callable[[Entry], bool]) -> int:
     if config is None or not config.write:
         sys.stderr.write("ERROR: set PIPGUARD_REMOTE and PIPGUARD_REMOTE_WRITE=1 to push\n")
         return ERROR
-    tier = open_tier(_network())
+    tier = open_tier(_network(), threading.Event())
     if tier is None:
         return ERROR
     chosen = [e for e in store.entries() if matches(e) and not e.manifest.get("source", {}).get("remote")]

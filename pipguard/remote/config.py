@@ -10,9 +10,14 @@ Decisions made here, once, so the rest never sees a secret it should not send:
 - a writer with a signing key trusts its own public key (with the verify keys): it reads only what it
   or the writers it trusts signed, never an unsigned entry, so a trusted job cannot pick up and re-share
   an untrusted writer's wheel;
-- a verify key that cannot be read switches the remote off: reading unsigned entries when signed ones
-  were asked for would be weaker than not reading at all; a signing key that cannot be read switches
-  uploads off, for the same reason.
+- a verify key that cannot be read, is of small order, or a ``PIPGUARD_REMOTE_VERIFY_KEY`` that is set but
+  names no file (``""``, ``":"``) switches the remote off: reading unsigned entries when signed ones were
+  asked for would be weaker than not reading at all; a signing key that cannot be read switches uploads
+  off, for the same reason;
+- plain ``http://`` to a host that is not loopback, with no verify key, switches the remote off unless
+  ``PIPGUARD_REMOTE_ALLOW_HTTP=1`` says so: anyone on the way could hand out any wheel;
+- cryptography (keyfiles.py) is imported here, when a remote is configured: if it does not import under
+  this interpreter, the remote is off (one complaint), never half on.
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from pipguard.redact import redact
-from pipguard.remote.keyfiles import KeyFileError, PrivateKey, PublicKey, load_private, load_public
+
+if TYPE_CHECKING:
+    from pipguard.remote.keyfiles import PrivateKey, PublicKey
 
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_DEADLINE = 60.0
 CONNECT_TIMEOUT = 2.0
 TRUE = ("1", "true", "yes", "on")
 
@@ -43,6 +53,7 @@ class RemoteConfig:
     signing_key: PrivateKey | None = field(default=None, repr=False)
     authorization: str | None = field(default=None, repr=False)  # an HTTP Authorization header value
     timeout: float = DEFAULT_TIMEOUT
+    deadline: float = DEFAULT_DEADLINE  # seconds one request may take in all, however the store trickles
     connect_timeout: float = CONNECT_TIMEOUT
 
     @property
@@ -80,34 +91,55 @@ def parse(env: Mapping[str, str]) -> tuple[RemoteConfig | None, list[str]]:
     if port:
         netloc += f":{port}"
     base = urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
-    signing_key: PrivateKey | None = None
-    write = env.get("PIPGUARD_REMOTE_WRITE", "").lower() in TRUE
     try:
-        verify_keys = _verify_keys(env.get("PIPGUARD_REMOTE_VERIFY_KEY", ""))
-    except KeyFileError as exc:
+        from pipguard.remote import keyfiles
+    except ImportError as exc:
+        return None, [f"not using the remote cache: the cryptography package does not load here ({exc})"]
+    try:
+        verify_keys = _verify_keys(env)
+    except keyfiles.KeyFileError as exc:
         return None, [f"not using the remote cache: PIPGUARD_REMOTE_VERIFY_KEY: {exc}"]
+    write = env.get("PIPGUARD_REMOTE_WRITE", "").lower() in TRUE
+    signing_key: PrivateKey | None = None
     if env.get("PIPGUARD_REMOTE_SIGNING_KEY"):
         try:
-            signing_key = load_private(Path(env["PIPGUARD_REMOTE_SIGNING_KEY"]).expanduser())
-        except KeyFileError as exc:
+            signing_key = keyfiles.load_private(Path(env["PIPGUARD_REMOTE_SIGNING_KEY"]).expanduser())
+        except keyfiles.KeyFileError as exc:
             complaints.append(f"not uploading to the remote cache: PIPGUARD_REMOTE_SIGNING_KEY: {exc}")
             write = False
     if signing_key is not None and signing_key.public not in verify_keys:
         verify_keys += (signing_key.public,)  # a signing writer reads what it signs, never anyone's
+    cleartext = scheme == "http" and not is_loopback(host)
+    if cleartext and not verify_keys and env.get("PIPGUARD_REMOTE_ALLOW_HTTP", "").lower() not in TRUE:
+        return None, [
+            f"not using the remote cache {redact(base)}: over plain http:// to another host anyone on the way could "
+            "replace its wheels; use https://, a verify key, or PIPGUARD_REMOTE_ALLOW_HTTP=1"
+        ]
     authorization = None if scheme == "file" else _authorization(parts, env)
-    if authorization and scheme == "http" and not is_loopback(host):
+    if authorization and cleartext:
         complaints.append(f"not sending credentials to {host} over plain http://; use https://")
         authorization = None
-    timeout, complaint = _timeout(env.get("PIPGUARD_REMOTE_TIMEOUT", ""))
-    complaints += [complaint] if complaint else []
-    config = RemoteConfig(base, write, verify_keys, signing_key, authorization, timeout)
+    timeout, complaint = _seconds(env, "PIPGUARD_REMOTE_TIMEOUT", DEFAULT_TIMEOUT)
+    deadline, deadline_complaint = _seconds(env, "PIPGUARD_REMOTE_DEADLINE", DEFAULT_DEADLINE)
+    complaints += [c for c in (complaint, deadline_complaint) if c]
+    config = RemoteConfig(base, write, verify_keys, signing_key, authorization, timeout, deadline)
     return config, complaints
 
 
-def _verify_keys(raw: str) -> tuple[PublicKey, ...]:
-    """Every public key in the files ``raw`` names (separated by ``os.pathsep``)."""
+def _verify_keys(env: Mapping[str, str]) -> tuple[PublicKey, ...]:
+    """Every public key in the files ``PIPGUARD_REMOTE_VERIFY_KEY`` names (separated by ``os.pathsep``).
+
+    Set but naming no file is an error, not "trust everyone": a CI secret that came out empty must not
+    turn verification off."""
+    from pipguard.remote.keyfiles import KeyFileError, load_public
+
+    if "PIPGUARD_REMOTE_VERIFY_KEY" not in env:
+        return ()
+    names = [part.strip() for part in env["PIPGUARD_REMOTE_VERIFY_KEY"].split(os.pathsep) if part.strip()]
+    if not names:
+        raise KeyFileError("set, but names no key file")
     found: list[PublicKey] = []
-    for name in filter(None, (part.strip() for part in raw.split(os.pathsep))):
+    for name in names:
         for key in load_public(Path(name).expanduser()):
             if key not in found:
                 found.append(key)
@@ -123,7 +155,7 @@ def _authorization(parts: urllib.parse.SplitResult, env: Mapping[str, str]) -> s
         user = urllib.parse.unquote(parts.username)
         password = urllib.parse.unquote(parts.password or "")
         return _basic(user, password)
-    return _from_netrc(parts.hostname or "", env.get("NETRC"))
+    return _from_netrc(parts.hostname or "", env.get("NETRC") or None)
 
 
 def _basic(user: str, password: str) -> str:
@@ -153,13 +185,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _timeout(raw: str) -> tuple[float, str | None]:
+def _seconds(env: Mapping[str, str], name: str, default: float) -> tuple[float, str | None]:
+    """A positive number of seconds from ``env[name]``; the default, and a complaint, for anything else."""
+    raw = env.get(name, "").strip()
     if not raw:
-        return DEFAULT_TIMEOUT, None
+        return default, None
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        return DEFAULT_TIMEOUT, f"ignoring PIPGUARD_REMOTE_TIMEOUT={raw!r}: not a number of seconds"
+    if not 0 < value < float("inf"):
+        return default, f"ignoring {name}={raw!r}: not a number of seconds"
     return value, None

@@ -1,29 +1,60 @@
-"""Ed25519 keys in the PEM files ``openssl`` writes, and the writer ids derived from them.
+"""Ed25519 keys in the PEM files ``openssl`` writes, signatures by pyca/cryptography, and writer ids.
 
-- a private key: ``openssl genpkey -algorithm ed25519`` (PKCS#8, RFC 8410: ``-----BEGIN PRIVATE KEY-----``);
-- a public key: ``openssl pkey -in key.pem -pubout`` (SubjectPublicKeyInfo: ``-----BEGIN PUBLIC KEY-----``).
+- a private key: ``openssl genpkey -algorithm ed25519`` (PKCS#8: ``-----BEGIN PRIVATE KEY-----``);
+- a public key: ``openssl pkey -in key.pem -pubout`` (``-----BEGIN PUBLIC KEY-----``); a verify key file
+  may hold several, one block each (a team's writers, or the old and the new key while rotating).
 
-Only the few DER shapes RFC 8410 defines are read (a minimal TLV walker, no ASN.1 library: pipguard's
-dependencies are fixed). An encrypted private key is refused with a message saying how to decrypt it.
+Only the splitting of a file into its PEM blocks is done here (cryptography loads one key per call); every
+block is decoded, checked and used by cryptography. An encrypted private key is refused with a message
+saying how to decrypt it; any other block, or a key of another algorithm, is refused as well: a key file
+is read strictly or not at all.
+
+A public key of small order is refused. OpenSSL accepts one, and a signature by it proves nothing: for the
+identity point, ``R = identity, S = 0`` verifies for every message (tests/unit/test_remote_signing.py).
+The encodings refused are those of the eight points of order dividing 8, canonical or not (y and y + p
+where that fits in 255 bits; either sign bit where x = 0).
 
 A writer id names a writer's manifests on the remote store. It is derived from the public key alone, so a
 reader computes the ids of the writers it trusts without any listing from the server.
+
+This module imports cryptography at its top: config.py imports it only when it loads keys, so a
+cryptography that does not import (under a target interpreter pipguard's build of it does not fit) switches
+the remote off with one warning instead of breaking anything else.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipguard.errors import PipguardError
-from pipguard.remote import ed25519
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-ED25519_OID = bytes.fromhex("06032b6570")  # 1.3.101.112, DER-encoded with its tag and length
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+from pipguard.errors import PipguardError
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
+SMALL_ORDER = frozenset(
+    bytes.fromhex(encoding)
+    for encoding in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # (+-sqrt(-1), 0): order 4
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "0100000000000000000000000000000000000000000000000000000000000000",  # (0, 1): the identity
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # (0, -1): order 2
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p: order 4, not canonical
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1: the identity again
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    )
+)
 
 
 class KeyFileError(PipguardError):
@@ -32,7 +63,7 @@ class KeyFileError(PipguardError):
 
 @dataclass(frozen=True)
 class PublicKey:
-    raw: bytes  # 32 bytes
+    raw: bytes  # the 32-byte encoding
 
     @property
     def writer_id(self) -> str:
@@ -40,111 +71,84 @@ class PublicKey:
         return "ed25519-" + hashlib.sha256(self.raw).hexdigest()[:32]
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        return ed25519.verify(self.raw, message, signature)
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
 
 @dataclass(frozen=True)
 class PrivateKey:
-    raw: bytes  # 32 bytes: the RFC 8032 secret
+    key: Ed25519PrivateKey = field(repr=False, compare=False)
     public: PublicKey
 
     def sign(self, message: bytes) -> bytes:
-        return ed25519.sign(self.raw, message)
+        return self.key.sign(message)
 
 
-def _tlv(data: bytes, offset: int) -> tuple[int, bytes, int]:
-    """(tag, content, offset after it) of the DER element at ``offset``."""
-    if offset + 2 > len(data):
-        raise KeyFileError("truncated DER")
-    tag, length = data[offset], data[offset + 1]
-    offset += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 2 or offset + count > len(data):
-            raise KeyFileError("bad DER length")
-        length = int.from_bytes(data[offset : offset + count], "big")
-        offset += count
-    end = offset + length
-    if end > len(data):
-        raise KeyFileError("truncated DER")
-    return tag, data[offset:end], end
+def private_key(key: Ed25519PrivateKey) -> PrivateKey:
+    """A signing key and the public key readers verify it with."""
+    return PrivateKey(key, public_key(key.public_key()))
 
 
-def _children(content: bytes) -> list[tuple[int, bytes]]:
-    found, offset = [], 0
-    while offset < len(content):
-        tag, value, offset = _tlv(content, offset)
-        found.append((tag, value))
-    return found
+def public_key(key: Ed25519PublicKey) -> PublicKey:
+    """The public key, unless it is one of small order (whose signatures prove nothing)."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if raw in SMALL_ORDER:
+        raise KeyFileError("a public key of small order, which would verify forged signatures")
+    return PublicKey(raw)
 
 
-def _sequence(der: bytes) -> list[tuple[int, bytes]]:
-    tag, content, end = _tlv(der, 0)
-    if tag != 0x30 or end != len(der):
-        raise KeyFileError("not a DER SEQUENCE")
-    return _children(content)
-
-
-def _is_ed25519(algorithm: tuple[int, bytes]) -> bool:
-    tag, content = algorithm
-    return tag == 0x30 and content == ED25519_OID
-
-
-def parse_private_der(der: bytes) -> PrivateKey:
-    """PKCS#8 / OneAsymmetricKey (RFC 8410 section 7): version, algorithm, OCTET STRING { OCTET STRING }."""
-    items = _sequence(der)
-    if len(items) < 3 or items[0] not in ((0x02, b"\x00"), (0x02, b"\x01")):
-        raise KeyFileError("not a PKCS#8 private key")
-    if not _is_ed25519(items[1]) or items[2][0] != 0x04:
-        raise KeyFileError("not an ed25519 private key")
-    tag, secret, end = _tlv(items[2][1], 0)
-    if tag != 0x04 or len(secret) != ed25519.SECRET_SIZE or end != len(items[2][1]):
-        raise KeyFileError("not an ed25519 private key")
-    return PrivateKey(secret, PublicKey(ed25519.public_key(secret)))
-
-
-def parse_public_der(der: bytes) -> PublicKey:
-    """SubjectPublicKeyInfo (RFC 8410 section 4): algorithm, BIT STRING with no unused bits."""
-    items = _sequence(der)
-    if len(items) != 2 or not _is_ed25519(items[0]):
-        raise KeyFileError("not an ed25519 public key")
-    tag, bits = items[1]
-    if tag != 0x03 or len(bits) != 1 + ed25519.PUBLIC_SIZE or bits[0] != 0:
-        raise KeyFileError("not an ed25519 public key")
-    return PublicKey(bits[1:])
-
-
-def _blocks(text: str) -> list[tuple[str, bytes]]:
-    blocks = []
-    for match in _PEM_BLOCK.finditer(text):
-        try:
-            blocks.append((match.group(1), base64.b64decode("".join(match.group(2).split()), validate=True)))
-        except (binascii.Error, ValueError) as exc:
-            raise KeyFileError(f"bad PEM ({exc})") from exc
-    return blocks
-
-
-def _read(path: Path) -> str:
+def _blocks(path: Path) -> list[tuple[str, bytes]]:
+    """(label, the whole block) of each PEM block in ``path``."""
     try:
-        return path.read_text(encoding="ascii")
+        text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise KeyFileError(f"cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}") from None
+    return [(match.group(1), match.group(0).encode("ascii")) for match in _PEM_BLOCK.finditer(text)]
+
+
+def _refusal(path: Path, exc: Exception) -> KeyFileError:
+    """cryptography's complaint as one line (its messages can span several)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return KeyFileError(f"{path.name}: not a readable ed25519 key ({first})")
 
 
 def load_private(path: Path) -> PrivateKey:
     """The signing key in ``path`` (an unencrypted PKCS#8 PEM file, as openssl genpkey writes it)."""
-    blocks = _blocks(_read(path))
-    if any(label == "ENCRYPTED PRIVATE KEY" for label, _ in blocks):
+    blocks = _blocks(path)
+    labels = [label for label, _block in blocks]
+    if "ENCRYPTED PRIVATE KEY" in labels:
         raise KeyFileError(f"{path.name} is encrypted; decrypt it with openssl pkey -in KEY -out PLAIN")
-    keys = [parse_private_der(der) for label, der in blocks if label == "PRIVATE KEY"]
-    if len(keys) != 1:
-        raise KeyFileError(f"{path.name} holds {len(keys)} PRIVATE KEY blocks, not one")
-    return keys[0]
+    if labels != ["PRIVATE KEY"]:
+        raise KeyFileError(f"{path.name} holds {', '.join(labels) or 'no PEM block'}, not one PRIVATE KEY block")
+    try:
+        key = serialization.load_pem_private_key(blocks[0][1], password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise _refusal(path, exc) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path.name} holds a {type(key).__name__}, not an ed25519 key")
+    return private_key(key)
 
 
 def load_public(path: Path) -> list[PublicKey]:
     """Every public key in ``path`` (one or more PUBLIC KEY blocks, as openssl pkey -pubout writes them)."""
-    keys = [parse_public_der(der) for label, der in _blocks(_read(path)) if label == "PUBLIC KEY"]
-    if not keys:
+    blocks = _blocks(path)
+    if not blocks:
         raise KeyFileError(f"{path.name} holds no PUBLIC KEY block")
+    keys = []
+    for label, block in blocks:
+        if label != "PUBLIC KEY":
+            raise KeyFileError(f"{path.name} holds a {label} block; a verify key file holds PUBLIC KEY blocks only")
+        try:
+            key = serialization.load_pem_public_key(block)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise _refusal(path, exc) from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyFileError(f"{path.name} holds a {type(key).__name__}, not an ed25519 key")
+        try:
+            keys.append(public_key(key))
+        except KeyFileError as exc:
+            raise KeyFileError(f"{path.name}: {exc}") from None
     return keys

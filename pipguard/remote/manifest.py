@@ -1,9 +1,9 @@
 """The remote layout and its manifests: what a writer publishes for a key, and what a reader accepts.
 
-Layout under the base URL (plain GET/HEAD/PUT, so any HTTP or file store serves it)::
+Layout under the base URL (plain GET / PUT, so any HTTP or file store serves it)::
 
-    v1/blobs/<sha256 of the wheel>/<wheel file name>   the wheel, content-addressed
-    v1/keys/<cache key>/<writer id>.json               one manifest per writer and key
+    v2/blobs/<sha256 of the wheel>/<wheel file name>   the wheel, content-addressed
+    v2/keys/<cache key>/<writer id>.json               one manifest per writer and key
 
 A writer id is ``ed25519-<fingerprint of its public key>`` for a signing writer. Plain HTTP has no
 listing, and needs none: a reader that trusts some public keys computes their writer ids and fetches
@@ -14,7 +14,9 @@ read by it: an untrusted writer that publishes first cannot shadow a trusted one
 
 A manifest holds the key, the wheel's file name, size and sha256, when it was made, the writer id and the
 signature: no credentials, no local paths, no URLs. The signature covers a domain-separated message of
-the key, the sha256 and the file name, so a signed manifest cannot be moved to another key or wheel.
+the key, the sha256, the size and the file name, so a signed manifest cannot be moved to another key or
+wheel, and a reader stops reading a blob one byte past the size its writer signed. (``v1``, whose
+signatures did not cover the size, is not read: its entries are misses.)
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import datetime
 import json
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pipguard.errors import RemoteRejected
-from pipguard.remote.keyfiles import PrivateKey, PublicKey
 
-FORMAT = "pipguard-remote/1"
+if TYPE_CHECKING:
+    from pipguard.remote.keyfiles import PrivateKey, PublicKey
+
+FORMAT = "pipguard-remote/2"
+LAYOUT = "v2"
 ANYONE = "anyone"
 MAX_MANIFEST_BYTES = 16 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -52,22 +57,22 @@ class Manifest:
 
 
 def manifest_path(key: str, writer: str) -> str:
-    return f"v1/keys/{key}/{writer}.json"
+    return f"{LAYOUT}/keys/{key}/{writer}.json"
 
 
 def blob_path(sha256: str, wheel: str) -> str:
-    return f"v1/blobs/{sha256}/{wheel}"
+    return f"{LAYOUT}/blobs/{sha256}/{wheel}"
 
 
-def signed_message(key: str, sha256: str, wheel: str) -> bytes:
-    """What a signature covers: the key, the wheel's sha256 and its file name, and what they are for."""
-    return f"{FORMAT}\nkey={key}\nsha256={sha256}\nwheel={wheel}\n".encode()
+def signed_message(key: str, sha256: str, size: int, wheel: str) -> bytes:
+    """What a signature covers: the key, the wheel's sha256, size and file name, and what they are for."""
+    return f"{FORMAT}\nkey={key}\nsha256={sha256}\nsize={size}\nwheel={wheel}\n".encode()
 
 
 def render(key: str, wheel: str, size: int, sha256: str, signer: PrivateKey | None) -> tuple[str, bytes]:
     """(writer id, manifest bytes) for a wheel this process built; signed when there is a signing key."""
     writer = signer.public.writer_id if signer else ANYONE
-    signature = base64.b64encode(signer.sign(signed_message(key, sha256, wheel))).decode() if signer else None
+    signature = base64.b64encode(signer.sign(signed_message(key, sha256, size, wheel))).decode() if signer else None
     document = {
         "format": FORMAT,
         "key": key,
@@ -89,7 +94,7 @@ def accept(data: bytes, key: str, trusted: PublicKey | None) -> Manifest:
     except (UnicodeDecodeError, ValueError) as exc:
         raise RemoteRejected(f"manifest is not JSON ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise RemoteRejected("manifest is not in the pipguard-remote/1 format")
+        raise RemoteRejected(f"manifest is not in the {FORMAT} format")
     manifest = Manifest(
         key=_field(document, "key", str),
         wheel=_field(document, "wheel", str),
@@ -122,5 +127,5 @@ def _check_signature(encoded: object, manifest: Manifest, trusted: PublicKey) ->
         signature = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise RemoteRejected("manifest signature is not base64") from None
-    if not trusted.verify(signed_message(manifest.key, manifest.sha256, manifest.wheel), signature):
+    if not trusted.verify(signed_message(manifest.key, manifest.sha256, manifest.size, manifest.wheel), signature):
         raise RemoteRejected(f"manifest signature does not verify with {trusted.writer_id}")

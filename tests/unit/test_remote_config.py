@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import json
+import shutil
+import zipfile
 from pathlib import Path
 
+import threading
+
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support.wheels import make_wheel
 
 from pipguard.errors import RemoteRejected
-from pipguard.remote import ed25519
 from pipguard.remote.config import is_loopback, parse
-from pipguard.remote.keyfiles import PrivateKey, PublicKey
+from pipguard.remote.keyfiles import PrivateKey, private_key
 from pipguard.remote.manifest import accept, render
-from pipguard.remote.tier import Tier
+from pipguard.remote.tier import Tier, built_here_only, check_identity
 from pipguard.remote.transport import FileTransport
+from pipguard.sources import BuildOptions, Source
 
 KEY = "ab" * 32
 
 
 def key_pair(seed: int) -> PrivateKey:
-    secret = bytes([seed]) * 32
-    return PrivateKey(secret, PublicKey(ed25519.public_key(secret)))
+    return private_key(Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32))
+
+
+def source(name: str | None, version: str | None, *child_args: str) -> Source:
+    """A Source as the seam describes an index sdist (nothing here downloads it)."""
+    options = BuildOptions(child_args, {}, True, (), True, 0)
+    return Source("archive", f"https://index.example/{name}-{version}.tar.gz", name, version, None, None,
+                  None, None, options, download=lambda _dest: Path("/nonexistent"))
 
 
 # --- configuration -----------------------------------------------------------------------------------
@@ -41,7 +52,9 @@ def test_credentials_in_the_url_are_kept_out_of_the_base_and_the_display() -> No
 
 
 def test_a_token_wins_and_is_never_sent_over_plain_http_to_another_host() -> None:
-    config, complaints = parse({"PIPGUARD_REMOTE": "http://cache.example/w", "PIPGUARD_REMOTE_TOKEN": "t0k"})
+    config, complaints = parse(
+        {"PIPGUARD_REMOTE": "http://cache.example/w", "PIPGUARD_REMOTE_TOKEN": "t0k", "PIPGUARD_REMOTE_ALLOW_HTTP": "1"}
+    )
     assert config is not None and config.authorization is None
     assert complaints and "plain http" in complaints[0] and "t0k" not in complaints[0]
     local, complaints = parse({"PIPGUARD_REMOTE": "http://127.0.0.1:8080", "PIPGUARD_REMOTE_TOKEN": "t0k"})
@@ -71,9 +84,25 @@ def test_unreadable_keys_switch_off_what_they_protect(tmp_path: Path) -> None:
     assert config is not None and not config.write and "not uploading" in complaints[0]
 
 
+@pytest.mark.parametrize("blank", ["", " ", ":", " : "])
+def test_a_verify_key_set_to_nothing_switches_the_remote_off(blank: str) -> None:
+    config, complaints = parse({"PIPGUARD_REMOTE": "https://cache.example", "PIPGUARD_REMOTE_VERIFY_KEY": blank})
+    assert config is None and complaints == ["not using the remote cache: PIPGUARD_REMOTE_VERIFY_KEY: set, but names no key file"]
+
+
+def test_plain_http_to_another_host_needs_a_verify_key_or_an_opt_in(tmp_path: Path) -> None:
+    config, complaints = parse({"PIPGUARD_REMOTE": "http://cache.example/w"})
+    assert config is None and "PIPGUARD_REMOTE_ALLOW_HTTP=1" in complaints[0]
+    allowed, complaints = parse({"PIPGUARD_REMOTE": "http://cache.example/w", "PIPGUARD_REMOTE_ALLOW_HTTP": "1"})
+    assert allowed is not None and complaints == []
+    assert parse({"PIPGUARD_REMOTE": "http://127.0.0.1:9/w"})[0] is not None  # loopback: this machine
+
+
 def test_timeouts_and_loopback() -> None:
     config, complaints = parse({"PIPGUARD_REMOTE": "file:///w", "PIPGUARD_REMOTE_TIMEOUT": "-3"})
     assert config is not None and config.timeout == 5.0 and "PIPGUARD_REMOTE_TIMEOUT" in complaints[0]
+    config, complaints = parse({"PIPGUARD_REMOTE": "file:///w", "PIPGUARD_REMOTE_DEADLINE": "inf"})
+    assert config is not None and config.deadline == 60.0 and "PIPGUARD_REMOTE_DEADLINE" in complaints[0]
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("10.0.0.1") and not is_loopback("cache.example")
 
@@ -97,6 +126,7 @@ def test_a_signed_manifest_verifies_only_with_its_writers_key() -> None:
     "change",
     [
         {"sha256": "ee" * 32},  # another wheel under the same signature
+        {"size": 1 << 40},  # the same wheel, and a terabyte more to read
         {"wheel": "demo-1.0-py3-none-any.whl/../../x.whl"},
         {"size": -1},
         {"signature": None},
@@ -128,14 +158,60 @@ def test_upload_then_fetch_over_a_file_store_and_never_overwrite(tmp_path: Path)
     assert config is not None
     config = type(config)(config.base, True, (signer.public,), signer)
     (tmp_path / "store").mkdir()
-    store = FileTransport(tmp_path / "store")
+    never = threading.Event()
+    store = FileTransport(tmp_path / "store", config.deadline, never)
     wheel = make_wheel(tmp_path / "built")
-    Tier(config, store).upload(KEY, wheel)
-    manifests = sorted((tmp_path / "store" / "v1" / "keys" / KEY).iterdir())
+    Tier(config, store, never).upload(KEY, wheel)
+    manifests = sorted((tmp_path / "store" / "v2" / "keys" / KEY).iterdir())
     assert [m.name for m in manifests] == sorted(["anyone.json", f"{signer.public.writer_id}.json"])
     before = [m.read_bytes() for m in manifests]
-    Tier(config, store).upload(KEY, make_wheel(tmp_path / "rebuilt", version="1.0"))
+    Tier(config, store, never).upload(KEY, make_wheel(tmp_path / "rebuilt", version="1.0"))
     assert [m.read_bytes() for m in manifests] == before
-    fetched = Tier(config, store).fetch(KEY, tmp_path, "demo")
+    fetched = Tier(config, store, never).fetch(KEY, source("demo", "1.0"), tmp_path, "demo")
     assert fetched is not None and fetched.read_bytes() == wheel.read_bytes()
     assert not list((tmp_path / "store").rglob(".tmp-*"))
+
+
+# --- what the store may supply, and what a fetched wheel must be ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, built_here",
+    [
+        (("--no-binary", ":none:", "--only-binary", ":none:"), False),
+        (("--no-binary", ":all:", "--only-binary", ":none:"), True),
+        (("--no-binary", "demo,other", "--only-binary", ":none:"), True),
+        (("--no-binary", "other", "--only-binary", ":none:"), False),
+        (("--no-binary", ":all:", "--only-binary", "demo"), False),  # pip: a name in --only-binary wins
+        (("--no-binary", ":all:", "--only-binary", ":all:"), False),
+    ],
+)
+def test_format_control_decides_as_pip_does(args: tuple[str, ...], built_here: bool) -> None:
+    assert built_here_only(source("Demo", "1.0", *args)) is built_here
+
+
+def test_a_source_of_unknown_name_under_a_named_no_binary_is_built_here() -> None:
+    assert built_here_only(source(None, None, "--no-binary", "other"))
+    assert not built_here_only(source(None, None, "--no-binary", ":none:"))
+
+
+def test_a_wheel_must_be_the_sources_and_stay_in_its_directory(tmp_path: Path) -> None:
+    good = make_wheel(tmp_path / "good", "demo", "1.0")
+    check_identity(good, source("Demo", "1.0"))
+    check_identity(good, source(None, None))
+    with pytest.raises(RemoteRejected, match="not a wheel of other"):
+        check_identity(good, source("other", "1.0"))
+    with pytest.raises(RemoteRejected, match="not a wheel of demo 2.0"):
+        check_identity(good, source("demo", "2.0"))
+    escaping = tmp_path / "bad" / "demo-1.0-py3-none-any.whl"
+    escaping.parent.mkdir()
+    shutil.copy(good, escaping)
+    with zipfile.ZipFile(escaping, "a") as archive:
+        archive.writestr("../../outside.pth", "import os\n")
+    with pytest.raises(RemoteRejected, match="outside its install directory"):
+        check_identity(escaping, source("demo", "1.0"))
+    renamed = tmp_path / "renamed" / "demo-1.0-py3-none-any.whl"
+    renamed.parent.mkdir()
+    shutil.copy(make_wheel(tmp_path / "other", "other", "1.0"), renamed)
+    with pytest.raises(RemoteRejected, match="dist-info does not match"):
+        check_identity(renamed, source(None, None))

@@ -1,55 +1,32 @@
-"""Ed25519 and key files: RFC 8032's test vectors, and real openssl keys and signatures both ways."""
+"""Key files and signatures: real openssl keys and signatures both ways, strict parsing, small-order keys."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from pipguard.remote import ed25519
-from pipguard.remote.keyfiles import KeyFileError, load_private, load_public, parse_public_der
+from pipguard.remote.keyfiles import SMALL_ORDER, KeyFileError, load_private, load_public
 
-# RFC 8032 section 7.1, TEST 1 and TEST 2: (secret, public, message, signature).
-VECTORS = [
-    (
-        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
-        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
-        "",
-        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
-    ),
-    (
-        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
-        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
-        "72",
-        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
-    ),
-]
+IDENTITY = bytes([1]) + bytes(31)  # the encoding of the neutral point (0, 1)
+SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")  # SubjectPublicKeyInfo for a 32-byte ed25519 key
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 
 
-@pytest.mark.parametrize("secret, public, message, signature", VECTORS)
-def test_rfc8032_vectors(secret: str, public: str, message: str, signature: str) -> None:
-    assert ed25519.public_key(bytes.fromhex(secret)).hex() == public
-    assert ed25519.sign(bytes.fromhex(secret), bytes.fromhex(message)).hex() == signature
-    assert ed25519.verify(bytes.fromhex(public), bytes.fromhex(message), bytes.fromhex(signature))
-
-
-def test_a_changed_message_key_or_signature_does_not_verify() -> None:
-    secret, public, message, signature = (bytes.fromhex(v) for v in VECTORS[1])
-    assert not ed25519.verify(public, message + b"x", signature)
-    assert not ed25519.verify(bytes.fromhex(VECTORS[0][1]), message, signature)
-    flipped = bytes([signature[0] ^ 1]) + signature[1:]
-    assert not ed25519.verify(public, message, flipped)
-    too_big_s = signature[:32] + (ed25519.L + 1).to_bytes(32, "little")
-    assert not ed25519.verify(public, message, too_big_s)
-    assert not ed25519.verify(public[:31], message, signature) and not ed25519.verify(public, message, signature[:63])
-
-
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def pem_public(raw: bytes) -> str:
+    body = base64.b64encode(SPKI_PREFIX + raw).decode()
+    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
 
 
 @pytest.fixture
@@ -73,29 +50,100 @@ def test_openssl_keys_load_and_agree(openssl_key: tuple[Path, Path]) -> None:
 def test_openssl_verifies_ours_and_we_verify_openssls(tmp_path: Path, openssl_key: tuple[Path, Path]) -> None:
     private, public = openssl_key
     message = tmp_path / "message"
-    message.write_bytes(b"pipguard-remote/1\nkey=abc\n")
+    message.write_bytes(b"pipguard-remote/2\nkey=abc\n")
     ours = tmp_path / "ours.sig"
     ours.write_bytes(load_private(private).sign(message.read_bytes()))
     _openssl("pkeyutl", "-verify", "-rawin", "-pubin", "-inkey", str(public), "-in", str(message), "-sigfile", str(ours))
     theirs = tmp_path / "theirs.sig"
     _openssl("pkeyutl", "-sign", "-rawin", "-inkey", str(private), "-in", str(message), "-out", str(theirs))
     assert theirs.read_bytes() == ours.read_bytes()  # ed25519 is deterministic
-    assert load_public(public)[0].verify(message.read_bytes(), theirs.read_bytes())
+    verifier = load_public(public)[0]
+    assert verifier.verify(message.read_bytes(), theirs.read_bytes())
+    assert not verifier.verify(message.read_bytes() + b"x", theirs.read_bytes())
+    assert not verifier.verify(message.read_bytes(), theirs.read_bytes()[:63])
 
 
-def test_several_public_keys_in_one_file_and_refusals(tmp_path: Path) -> None:
-    block = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAo36rangkriAAc9T4xagjI6ty/Cud00bdyfm2pSsYjvY=\n-----END PUBLIC KEY-----\n"
-    other = block.replace("MCowBQYDK2VwAyEAo36", "MCowBQYDK2VwAyEAo37")
+def test_several_public_keys_in_one_file(tmp_path: Path) -> None:
+    raws = [Ed25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(2)]
     both = tmp_path / "trusted.pem"
-    both.write_text(block + other)
-    assert len(load_public(both)) == 2
-    encrypted = tmp_path / "encrypted.pem"
-    encrypted.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
-    with pytest.raises(KeyFileError, match="encrypted"):
-        load_private(encrypted)
-    with pytest.raises(KeyFileError):
-        load_private(both)  # public keys are not a signing key
-    with pytest.raises(KeyFileError):
-        parse_public_der(bytes.fromhex("302a300506032b6571032100") + bytes(32))  # ed448's OID, not ed25519's
-    with pytest.raises(KeyFileError):
-        load_public(tmp_path / "missing.pem")
+    both.write_text("a comment openssl ignores too\n" + "".join(pem_public(raw) for raw in raws))
+    assert [key.raw for key in load_public(both)] == raws
+
+
+@pytest.mark.parametrize(
+    "load, text, complaint",
+    [
+        (load_private, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
+        (load_private, "", "no PEM block"),
+        (load_private, "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n", "not a readable ed25519 key"),
+        (load_public, pem_public(bytes(31)), "not a readable ed25519 key"),  # 31 bytes in a 32-byte frame
+        (load_public, pem_public(IDENTITY).replace("MCowBQYDK2Vw", "MCowBQYDK2Vx"), "not a readable ed25519 key"),  # ed448
+        (load_public, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "PUBLIC KEY blocks only"),
+        (load_public, "nothing\n", "no PUBLIC KEY block"),
+    ],
+)
+def test_a_bad_key_file_is_one_line(tmp_path: Path, load: Callable[[Path], object], text: str, complaint: str) -> None:
+    path = tmp_path / "key.pem"
+    path.write_text(text)
+    with pytest.raises(KeyFileError, match=complaint) as raised:
+        load(path)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(KeyFileError, match="cannot read"):
+        load(tmp_path / "missing.pem")
+
+
+@needs_openssl
+def test_an_rsa_key_is_not_an_ed25519_key(tmp_path: Path) -> None:
+    private, public = tmp_path / "rsa.pem", tmp_path / "rsa.pub.pem"
+    _openssl("genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", str(private))
+    _openssl("pkey", "-in", str(private), "-pubout", "-out", str(public))
+    with pytest.raises(KeyFileError, match="not an ed25519 key"):
+        load_private(private)
+    with pytest.raises(KeyFileError, match="not an ed25519 key"):
+        load_public(public)
+
+
+def test_the_identity_key_forges_with_openssl_and_is_refused_here(tmp_path: Path) -> None:
+    """Why the check exists: OpenSSL takes the identity as a key, and R = identity, S = 0 then verifies
+    for any message. pipguard refuses such a key where it reads it."""
+    forged = IDENTITY + bytes(32)
+    Ed25519PublicKey.from_public_bytes(IDENTITY).verify(forged, b"any manifest at all")  # no InvalidSignature
+    path = tmp_path / "identity.pub.pem"
+    path.write_text(pem_public(IDENTITY))
+    with pytest.raises(KeyFileError, match="small order"):
+        load_public(path)
+
+
+@pytest.mark.parametrize("raw", sorted(SMALL_ORDER))
+def test_every_small_order_encoding_is_refused(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "small.pub.pem"
+    path.write_text(pem_public(raw))
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        pytest.skip("this OpenSSL refuses this encoding itself")
+    with pytest.raises(KeyFileError, match="small order"):
+        load_public(path)
+
+
+def test_the_small_order_list_is_checked_by_openssl_itself() -> None:
+    """Each encoding but the identity's, mapped to Curve25519 (u = (1 + y) / (1 - y)), is a point X25519
+    refuses to agree with (an all-zero secret: small order); the identity has no such u. A normal key maps
+    to one it agrees with."""
+    p = 2**255 - 19
+    ys = set()
+    for raw in SMALL_ORDER:
+        y = int.from_bytes(raw, "little") % (1 << 255) % p
+        ys.add(y)
+        if y != 1:
+            with pytest.raises(ValueError):
+                X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(_montgomery(y)))
+    assert len(ys) == 5  # 0 (order 4), 1 (the identity), p - 1 (order 2), and y, p - y of the order-8 points
+    normal = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    y = int.from_bytes(normal, "little") % (1 << 255)
+    assert len(X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(_montgomery(y)))) == 32
+
+
+def _montgomery(y: int) -> bytes:
+    p = 2**255 - 19
+    return ((1 + y) * pow(1 - y, -1, p) % p).to_bytes(32, "little")
