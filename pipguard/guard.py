@@ -137,6 +137,7 @@ class CacheGuard:
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
         self._held: dict[str, Pending] = {}  # lock key -> the build pip runs itself here (main thread only)
+        self._transcripts: dict[Path, str] = {}  # wheel -> what its build child printed (builds ahead)
         self._remote: Tier | None = None
         self._remote_opened = False
 
@@ -346,7 +347,14 @@ class CacheGuard:
             self.store.handoffs.publish_failure(plan.key, exc.report)
             raise
         holding.phase("publishing")
-        return self._keep(plan, wheel)
+        built = self._keep(plan, wheel)
+        if plan.work is not None and (transcript := _read_text(plan.work / "build.out")):
+            self._transcripts[built[0]] = transcript
+        return built
+
+    def transcript(self, wheel: Path) -> str | None:
+        """What the build child printed while building ``wheel`` here, if it did (to show it as pip's)."""
+        return self._transcripts.get(wheel)
 
     # --- the remote tier (pipguard/remote): a second look before a build, an upload after one --------
 
@@ -526,6 +534,13 @@ def _reach(keys: set[str], pids_of: Any, keys_of: dict[int, set[str]]) -> set[in
     return seen
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def _remove_work(plan: Plan | None) -> None:
     if plan is not None and plan.work is not None:
         shutil.rmtree(plan.work, ignore_errors=True)
@@ -607,13 +622,14 @@ def _download(source: Source, work: Path) -> Path:
 
 
 def _build_target(source: Source, archive: Path | None) -> str:
-    """What the build child is given: a local path where there is one, the URL otherwise."""
+    """What the build child is given: a local path where there is one, the URL otherwise; named as the
+    user's requirement names it (``name @ url``), so the child's lines name it as plain pip's would."""
     from pipguard._pip import path_to_url
 
     fragment = f"#subdirectory={source.subdirectory}" if source.subdirectory else ""
     if source.kind == "dir" and source.local_path is not None:
         return str(_tree(source.local_path, source))
-    if archive is not None:
-        return path_to_url(str(archive)) + fragment if fragment else str(archive)
-    return source.url + fragment
-
+    url = (path_to_url(str(archive)) if archive is not None else source.url) + fragment
+    if source.kind == "archive" and source.name:
+        return f"{source.name} @ {url}"
+    return url if fragment or archive is None else str(archive)
