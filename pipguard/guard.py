@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipguard import builder, display, jobs, keys, locks, records, settings
+from pipguard import builder, display, jobs, keys, locks, records, sandbox, settings
 from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildReport, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
@@ -139,6 +139,7 @@ class CacheGuard:
         self._held: dict[str, Pending] = {}  # lock key -> the build pip runs itself here (main thread only)
         self._remote: Tier | None = None
         self._remote_opened = False
+        self._sandbox: sandbox.Sandbox | None = None  # a writer's builds run in it (sandbox.py)
 
     def builds_at_once(self) -> int:
         """How many builds this process may run at once (PIPGUARD_JOBS, or 1 under make without a share)."""
@@ -194,13 +195,17 @@ class CacheGuard:
             return None
         if not isinstance(claimed, Pending):
             _remove_work(plan)
+        elif self._remote_tier(source) is not None and self._sandbox is not None:
+            return self._build_claimed(claimed)  # a writer's: never pip in this process, which holds its secrets
         return claimed
 
     def wheel_for(self, source: Source) -> Result | None:
         """Claim ``source`` and, on a miss, build it here in pipguard's build child (builds ahead)."""
         claimed = self.claim(source)
-        if not isinstance(claimed, Pending):
-            return claimed
+        return self._build_claimed(claimed) if isinstance(claimed, Pending) else claimed
+
+    def _build_claimed(self, claimed: Pending) -> Result | None:
+        """Build a claimed miss in pipguard's build child, share it, release it, upload it."""
         try:
             built = self._build_and_share(claimed.plan, claimed.holding)
         except BuildFailed:
@@ -363,6 +368,7 @@ class CacheGuard:
                 from pipguard.remote import stats  # now: pip 26.3 warns of any import after it installed
 
                 self._remote = remote.open_tier(source.network, self.stopping)
+                self._sandbox = sandbox.for_tier(self._remote)
                 if self._remote is not None:
                     atexit.register(self._remote_summary, self._remote, display.current(), stats.add)
             return self._remote
@@ -462,7 +468,7 @@ class CacheGuard:
         options = plan.source.options
         outcome = f"building {holding.subject.what} failed"
         try:
-            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick)  # type: ignore[arg-type]
+            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick, self._sandbox)  # type: ignore[arg-type]
             tick()
             outcome = f"built {wheel.name} in {time.monotonic() - started:.1f}s"
         finally:
