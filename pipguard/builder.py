@@ -16,7 +16,8 @@ thread was importing at the moment of the fork can never be imported in the chil
 of a four-build install hung in ``import_ensure_initialized``). So the child is a fork only while this
 is the only thread (every build of a command that builds nothing ahead, ``PIPGUARD_JOBS=1`` included);
 with other threads alive it is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip
---python`` does), which costs its start-up (about 0.3 s) and nothing else. The fork itself relies on:
+--python`` does), which costs its start-up (about 0.3 s) and nothing else; on a writer it is always the
+new interpreter, inside bubblewrap (sandbox.py). The fork itself relies on:
 
 - it closes every descriptor but 0-2 at once (no lock file, record, jobserver or socket of the parent's
   survives in it, and ``flock`` locks live on the parent's open descriptions, which the child merely

@@ -174,7 +174,8 @@ class CacheGuard:
     def claim(self, source: Source) -> Result | Pending | None:
         """What to do about ``source``, the moment pip first needs it: a wheel to install (the cache's, or
         one the build this process waited for made), a :class:`Pending` build this process now owns (its
-        lock held until pip has built it, or no longer needs it), or None for plain pip.
+        lock held until pip has built it, or no longer needs it), or None for plain pip. On a writer whose
+        builds can be sandboxed, a miss is built at once in the sandboxed build child instead (sandbox.py).
 
         Raises ``BuildFailed`` (the build waited for failed: report it, never build it again in this run)
         and ``SourceMismatch`` (pip downloads and checks the source itself)."""

@@ -17,7 +17,7 @@ through user namespaces), with:
   that planted a ``.pth`` there would run outside the sandbox, in the next pipguard;
 - a new pid namespace with its own ``/proc``: no other process is visible (``/proc/<pid>/environ`` of the
   writer), and whatever the build leaves running dies with it;
-- the environment without ``PIPGUARD_*`` and ``NETRC``.
+- the environment without ``PIPGUARD_*`` and ``NETRC``, bwrap's own too (its pid 1 is in the sandbox).
 
 Signing and upload stay in the parent, outside. Where no sandbox can be made (no ``bwrap`` on PATH, or user
 namespaces refused), a writer builds as it would otherwise, publishes locally, and uploads nothing, after
@@ -69,8 +69,8 @@ class Confined:
         return (self.status.fileno(),)
 
     def exit_code(self, code: int) -> int:
-        """The build's exit code as the builder reads it: the child's, if bwrap ran it to its end; else
-        ``stopped`` if bwrap was stopped, and :data:`SETUP_FAILED` if it never made the sandbox."""
+        """The build's exit code as the builder reads it: the child's, if bwrap ran it to its end; else the
+        builder's ``CHILD_STOPPED`` if bwrap was stopped, and :data:`SETUP_FAILED` if it made no sandbox."""
         self.status.seek(0)
         if b'"exit-code"' in self.status.read():
             return code
@@ -98,7 +98,7 @@ class Sandbox:
         """The bwrap command line a build's command follows (bwrap applies its options in order)."""
         own = os.path.realpath(work)
         args = [self.bwrap, *CONFINED_ROOT]
-        args += _pairs("--ro-bind", self.read_only)
+        args += [arg for path in self.read_only for arg in ("--ro-bind", path, path)]
         args += [arg for directory in self.hidden_dirs for arg in ("--tmpfs", directory)]
         args += ["--ro-bind", own, own, "--bind", os.path.join(own, "wheel"), os.path.join(own, "wheel")]
         args += [arg for file in self.hidden_files for arg in ("--ro-bind", os.devnull, file)]
@@ -146,10 +146,6 @@ def availability() -> tuple[str | None, str]:
         lines = probe.stderr.strip().splitlines()
         return None, f"bwrap cannot make one here: {lines[-1] if lines else f'exit code {probe.returncode}'}"
     return bwrap, ""
-
-
-def _pairs(option: str, paths: tuple[str, ...]) -> list[str]:
-    return [arg for path in paths for arg in (option, path, path)]
 
 
 def environment() -> dict[str, str]:

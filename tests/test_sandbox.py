@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ def writer(world: World, url: str, key: KeyPair, **extra: str) -> dict[str, str]
     """A writer with a token, a netrc and a signing key, building an sdist that snoops on all three."""
     netrc = world.root / "netrc"
     netrc.write_text(f"machine 127.0.0.1 login ci password {SECRET}\n")
-    env = machine(world, "writer", PIPGUARD_REMOTE=url, PIPGUARD_REMOTE_WRITE="1", PIPGUARD_REMOTE_TOKEN=SECRET,
+    env = machine(world, "writer", PIPGUARD_REMOTE=url, PIPGUARD_REMOTE_TOKEN=SECRET,
                   PIPGUARD_REMOTE_SIGNING_KEY=str(key.private), NETRC=str(netrc), **extra)
+    env["PIPGUARD_REMOTE_WRITE"] = "1"  # after machine(), which skips a writer where no sandbox can be made
     env["FIXTURE_PROBE"] = os.pathsep.join([str(key.private), str(netrc), env["PIPGUARD_CACHE_DIR"]])
     return env
 
@@ -88,16 +90,26 @@ def test_a_writers_build_sees_no_secret_and_no_cache_and_its_wheel_is_still_sign
     assert status.returncode == 0 and "Writer builds: sandboxed (bubblewrap)" in status.stdout, status.output
 
 
+# Where no sandbox can be made: no bwrap at all, or one refused user namespaces (as bwrap says it then).
+REFUSED = "bwrap: setting up uid map: Permission denied"
+NO_SANDBOX = {"missing": ("", "bwrap is not on PATH"), "refused": (f"echo '{REFUSED}' >&2; exit 1", REFUSED)}
+
+
+@pytest.mark.parametrize("why", sorted(NO_SANDBOX))
 def test_a_writer_that_cannot_make_a_sandbox_builds_installs_warns_once_and_uploads_nothing(
-    world: World, dists: Dists, nginx: Nginx, keys: dict[str, KeyPair]  # noqa: F811
+    world: World, dists: Dists, nginx: Nginx, keys: dict[str, KeyPair], why: str  # noqa: F811
 ) -> None:
-    no_bwrap = world.root / "bin-without-bwrap"
-    no_bwrap.mkdir()
+    script, reason = NO_SANDBOX[why]
+    path = world.root / "bin"
+    path.mkdir()
+    if script:
+        (path / "bwrap").write_text(f"#!/bin/sh\n{script}\n")
+        (path / "bwrap").chmod(0o755)
     url = nginx.url(prefix=world.root.name)
-    env = writer(world, url, keys["trusted"], PATH=str(no_bwrap))
+    env = writer(world, url, keys["trusted"], PATH=str(path))
     result = install(world, dists, env, "w", PROBED, "gamma", options=("--find-links", str(probed_sdists(world))))
     warnings = result.warnings()
-    assert len(warnings) == 1 and "not uploading builds" in warnings[0] and "bwrap is not on PATH" in warnings[0], warnings
+    assert len(warnings) == 1 and "not uploading builds" in warnings[0] and reason in warnings[0], warnings
     assert world.module_version(world.root / "venvs" / "w", PROBED) == "1.0"
     assert {entry.wheel.name.split("-")[0] for entry in Store(Path(env["PIPGUARD_CACHE_DIR"])).entries()} == {PROBED, "gamma"}
     assert uploaded(nginx.store / world.root.name) == []
@@ -106,4 +118,29 @@ def test_a_writer_that_cannot_make_a_sandbox_builds_installs_warns_once_and_uplo
     assert "PRIVATE KEY" in text and SECRET in text
 
     status = world.pipguard("guard", "remote", "status", env=env)
-    assert "Writer builds: not sandboxed (bwrap is not on PATH" in status.stdout, status.output
+    assert "Writer builds: not sandboxed (" in status.stdout and reason in status.stdout, status.output
+
+
+
+def run_confined(box: sandbox.Sandbox, work: Path, command: str) -> int:
+    """``command`` in ``box`` as the build child runs in it: its exit code as the builder reads it."""
+    with box.confine(work) as confined:
+        code = subprocess.run([*confined.prefix, "sh", "-c", command], env=confined.env, pass_fds=confined.pass_fds).returncode
+        return confined.exit_code(code)
+
+
+def test_a_build_fails_as_itself_and_a_sandbox_that_cannot_be_made_is_pipguards_failure(tmp_path: Path) -> None:
+    """The build's exit code is the child's (1: the build failed, reported as pip's); bwrap failing to make
+    the sandbox (a work directory gone) is pipguard's own failure, which falls back, never a failed build."""
+    _needs_a_sandbox()
+    bwrap, _reason = sandbox.availability()
+    assert bwrap is not None
+    cache = tmp_path / "cache"
+    work = cache / "v1" / "tmp" / "build-1"
+    (work / "wheel").mkdir(parents=True)
+    (cache / "v1" / "wheels").mkdir()
+    box = sandbox.Sandbox(bwrap, (), (str(cache),), ())
+    assert run_confined(box, work, f"test ! -e {cache}/v1/wheels && exit 7") == 7  # the cache is hidden
+    assert run_confined(box, work, f"touch {work}/wheel/w.whl && ! touch {work}/x && exit 1") == 1
+    assert (work / "wheel" / "w.whl").exists() and not (work / "x").exists()
+    assert run_confined(box, tmp_path / "gone", "exit 0") == sandbox.SETUP_FAILED
