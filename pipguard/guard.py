@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipguard import builder, display, jobs, keys, locks, records, settings
+from pipguard import builder, display, jobs, keys, locks, records, sandbox, settings
 from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildReport, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
@@ -140,6 +140,7 @@ class CacheGuard:
         self._transcripts: dict[Path, str] = {}  # wheel -> what its build child printed (builds ahead)
         self._remote: Tier | None = None
         self._remote_opened = False
+        self._sandbox: sandbox.Sandbox | None = None  # a writer's builds run in it (sandbox.py)
 
     def builds_at_once(self) -> int:
         """How many builds this process may run at once (PIPGUARD_JOBS, or 1 under make without a share)."""
@@ -174,7 +175,8 @@ class CacheGuard:
     def claim(self, source: Source) -> Result | Pending | None:
         """What to do about ``source``, the moment pip first needs it: a wheel to install (the cache's, or
         one the build this process waited for made), a :class:`Pending` build this process now owns (its
-        lock held until pip has built it, or no longer needs it), or None for plain pip.
+        lock held until pip has built it, or no longer needs it), or None for plain pip. On a writer whose
+        builds can be sandboxed, a miss is built at once in the sandboxed build child instead (sandbox.py).
 
         Raises ``BuildFailed`` (the build waited for failed: report it, never build it again in this run)
         and ``SourceMismatch`` (pip downloads and checks the source itself)."""
@@ -195,13 +197,17 @@ class CacheGuard:
             return None
         if not isinstance(claimed, Pending):
             _remove_work(plan)
+        elif self._remote_tier(source) is not None and self._sandbox is not None:
+            return self._build_claimed(claimed)  # a writer's: never pip in this process, which holds its secrets
         return claimed
 
     def wheel_for(self, source: Source) -> Result | None:
         """Claim ``source`` and, on a miss, build it here in pipguard's build child (builds ahead)."""
         claimed = self.claim(source)
-        if not isinstance(claimed, Pending):
-            return claimed
+        return self._build_claimed(claimed) if isinstance(claimed, Pending) else claimed
+
+    def _build_claimed(self, claimed: Pending) -> Result | None:
+        """Build a claimed miss in pipguard's build child, share it, release it, upload it."""
         try:
             built = self._build_and_share(claimed.plan, claimed.holding)
         except BuildFailed:
@@ -371,6 +377,7 @@ class CacheGuard:
                 from pipguard.remote import stats  # now: pip 26.3 warns of any import after it installed
 
                 self._remote = remote.open_tier(source.network, self.stopping)
+                self._sandbox = sandbox.for_tier(self._remote)
                 if self._remote is not None:
                     atexit.register(self._remote_summary, self._remote, display.current(), stats.add)
             return self._remote
@@ -470,7 +477,7 @@ class CacheGuard:
         options = plan.source.options
         outcome = f"building {holding.subject.what} failed"
         try:
-            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick)  # type: ignore[arg-type]
+            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick, self._sandbox)  # type: ignore[arg-type]
             tick()
             outcome = f"built {wheel.name} in {time.monotonic() - started:.1f}s"
         finally:
