@@ -71,6 +71,8 @@ def test_a_writers_build_sees_no_secret_and_no_cache_and_its_wheel_is_still_sign
     find_links = ("--find-links", str(probed_sdists(world)))
     result = install(world, dists, env, "w", *projects, options=find_links)
     assert result.warnings() == []
+    # Built in the sandboxed child, shown as pip's own build (not as a cache hit).
+    assert f"Successfully built {PROBED}" in result.stdout and "Using cached" not in result.stdout, result.stdout
 
     saw = what_it_saw(world, "w")
     text = json.dumps(saw)

@@ -201,9 +201,10 @@ class Seam:
                 self.ahead.submit(url, source)
 
     def transcript_for(self, req: InstallRequirement) -> replay.Transcript | None:
-        """What the build ahead of ``req``'s source printed, if this process built it (to show it)."""
+        """What pipguard's build child printed for ``req``'s source, if it built it for this process (a
+        build ahead, a writer's sandboxed build): to show it as pip's own build."""
         source = getattr(req, "cached_wheel_source_link", None)
-        if source is None or self.ahead is None or source.url not in self.ahead or req.link is None:
+        if source is None or req.link is None:
             return None
         printed = self.guard.transcript(Path(req.link.file_path))
         return replay.parse(printed, self.heard.get(source.url, [])) if printed else None
