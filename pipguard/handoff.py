@@ -124,10 +124,10 @@ class Handoffs:
             fd = trust.open_directory(self.root / key, shared=False)
         except FileNotFoundError:
             return None
-        except (OSError, UntrustedCache) as exc:
+        except (OSError, UntrustedCache):
             from pipguard.display import warn
 
-            warn(f"not using builds handed over for {key[:12]}: {exc}")
+            warn(f"not using builds handed over for {key[:12]}: {self.root / key} is not this user's own")
             return None
         try:
             return os.listdir(fd)
