@@ -23,8 +23,9 @@ import pytest
 from conftest import Dists, World
 from support.index import IndexServer
 from support.processes import Crew, Gate, install_args, install_cmd, status, wait_for, waiting_pids
-from support.projects import backend, make_project, make_sdist
+from support.projects import make_project, make_sdist
 from support.remote import openssl_keypair
+from test_robustness import evil_wheel
 
 OTHER_UID = 4711  # a uid nobody on the machine uses: "another local user"
 HANG_BOUND = 60  # seconds: far beyond what reading a cache takes; a blocked read never returns at all
@@ -62,14 +63,6 @@ def sealed_entry(directory: Path, name: str, manifest: dict[str, object]) -> Pat
     for path in (directory.parent, directory, *directory.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return directory
-
-
-def evil_wheel(directory: Path, name: str) -> Path:
-    """A well-formed wheel of ``name`` 1.0 whose VERSION is 'evil': installing it would be visible."""
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {"name": name, "version": "1.0", "dependencies": [], "modules": 1}
-    files = {f"{name}/__init__.py": f"NAME = {name!r}\nVERSION = 'evil'\n".encode()}
-    return directory / backend()._write_wheel(str(directory), meta, files)
 
 
 @pytest.fixture
@@ -248,12 +241,19 @@ def run_bounded(world: World, *args: str) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"pipguard {' '.join(args)} hung on a FIFO in the cache")
 
 
+def forget_builds(world: World, entry: Path | None = None) -> None:
+    """Drop pip's own wheel cache (and ``entry``), so that the next install builds again."""
+    shutil.rmtree(world.env["PIP_CACHE_DIR"], ignore_errors=True)
+    if entry is not None:
+        shutil.rmtree(entry)
+
+
 def test_a_fifo_in_a_record_directory_hangs_nothing(world: World, dists: Dists) -> None:
     """A FIFO where a record should be: ``guard status`` answers, and a build of that very key works."""
     assert world.pipguard(*install_args(world.venv("first"), dists.index.url, "alpha")).returncode == 0
     (entry,) = entries(world)
     key = entry.name
-    shutil.rmtree(entry)  # the next install builds that key again, with records beside its lock
+    forget_builds(world, entry)  # the next install builds that key again, with records beside its lock
     record_dir = world.store.record_dir(key)
     record_dir.mkdir(mode=0o700, exist_ok=True)
     os.mkfifo(record_dir / "holder-elsewhere-1-0-0000.json", 0o600)
@@ -275,6 +275,7 @@ def test_a_fifo_for_a_manifest_is_set_aside(world: World, dists: Dists) -> None:
     (entry,) = entries(world)
     (entry / "manifest.json").unlink()
     os.mkfifo(entry / "manifest.json", 0o600)
+    forget_builds(world)
     assert run_bounded(world, "guard", "cache", "list").returncode == 0
     second = world.venv("second")
     installed = run_bounded(world, *install_args(second, dists.index.url, "alpha"))
