@@ -11,7 +11,9 @@ Layout under the cache root::
 
 An entry is built in ``tmp/``, verified, and renamed into place whole, so readers see either nothing or
 a complete entry. Every read checks the wheel's sha256 against the manifest; a damaged entry is moved
-aside and rebuilt. A process keeps a shared lock on each entry it hands to pip until it exits, and
+aside and rebuilt. What is read is trusted only as far as trust.py allows: the way to the root and every
+directory of the layout no other user can change, shards and entries real directories of this user's,
+files regular ones. A process keeps a shared lock on each entry it hands to pip until it exits, and
 removal takes an exclusive one, so nothing in use is removed.
 """
 
@@ -82,8 +84,8 @@ class Store:
                 trust.check_private(self.root, self.root.stat(), shared=False)
             for directory in self.layout():
                 trust.check_directory(directory, trust_shared)
-        except FileNotFoundError as exc:
-            raise CacheUnusable(f"{exc.filename} vanished while being checked") from exc
+        except OSError as exc:
+            raise CacheUnusable(f"cannot check {exc.filename}: {exc.strerror or exc}") from exc
         if not os.access(self.base, os.W_OK):
             raise CacheUnusable(f"{self.base} is not writable")
 

@@ -17,6 +17,7 @@ checks on what a path is.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -73,12 +74,12 @@ def _lookups(path: str, depth: int) -> list[tuple[str, str]]:
 def open_directory(path: Path, shared: bool) -> int:
     """A descriptor of ``path``, a real directory no other user can write to (unless ``shared``).
 
-    Raises UntrustedCache for a symlink, a non-directory or another user's directory; FileNotFoundError
-    if there is nothing there."""
+    Raises UntrustedCache for a symlink, a non-directory or another user's directory; OSError if it cannot
+    be opened (FileNotFoundError: there is nothing there)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
         raise UntrustedCache(f"{path} is not a directory (symlinks are not followed)") from exc
     try:
