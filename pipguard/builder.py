@@ -16,7 +16,8 @@ thread was importing at the moment of the fork can never be imported in the chil
 of a four-build install hung in ``import_ensure_initialized``). So the child is a fork only while this
 is the only thread (every build of a command that builds nothing ahead, ``PIPGUARD_JOBS=1`` included);
 with other threads alive it is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip
---python`` does), which costs its start-up (about 0.3 s) and nothing else. The fork itself relies on:
+--python`` does), which costs its start-up (about 0.3 s) and nothing else; on a writer it is always the
+new interpreter, inside bubblewrap (sandbox.py). The fork itself relies on:
 
 - it closes every descriptor but 0-2 at once (no lock file, record, jobserver or socket of the parent's
   survives in it, and ``flock`` locks live on the parent's open descriptions, which the child merely
@@ -47,11 +48,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipguard._pip.failure import stage_of
 from pipguard.errors import BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
+
+if TYPE_CHECKING:
+    from pipguard.sandbox import Confined, Sandbox
 
 # Python 3.12+ warns on every fork of a multi-threaded process; the child above is written for it.
 warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
@@ -66,9 +70,11 @@ def claim(work: Path) -> int:
 
 
 def build(
-    target: str, name: str, cli_args: tuple[str, ...], work: Path, verbosity: int, tick: Callable[[], None]
+    target: str, name: str, cli_args: tuple[str, ...], work: Path, verbosity: int, tick: Callable[[], None],
+    sandbox: Sandbox | None = None,
 ) -> Path:
-    """Build ``target`` (a path or URL) into ``work/wheel`` and return the one wheel it made."""
+    """Build ``target`` (a path or URL) into ``work/wheel`` and return the one wheel it made (in a new
+    interpreter inside ``sandbox``, if given: a writer's, sandbox.py)."""
     out = work / "wheel"
     out.mkdir(exist_ok=True)
     command = [
@@ -87,7 +93,7 @@ def build(
     ]
     stdout_path, stderr_path = work / "build.out", work / "build.err"
     # At -v the user watches the build as with plain pip; otherwise it is replayed only if it fails.
-    code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick)
+    code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick, sandbox, work)
     if code == CHILD_STOPPED:
         raise BuildStopped(f"the build of {name} was stopped")
     if code == PIP_BUILD_FAILED:
@@ -106,13 +112,18 @@ TICK_SECONDS = 0.25
 STOP_SECONDS = 5.0
 
 
-def _run(args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None]) -> int:
+def _run(
+    args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None], sandbox: Sandbox | None, work: Path
+) -> int:
     """Start the child, wait for it (calling ``tick`` meanwhile), return its exit code.
 
     A fork while this is the only thread; a new interpreter otherwise (see the module's docstring). Same
     process group as pipguard: a shell, make or CI runner that stops the job stops the build."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if sandbox is not None:  # never a fork: the child must hold nothing of this process's
+        with sandbox.confine(work) as confined:
+            return confined.exit_code(_wait(_spawn(args, sinks, confined), tick))
     if threading.active_count() > 1:
         return _wait(_spawn(args, sinks), tick)
     pid = os.fork()
@@ -144,18 +155,21 @@ finally:
 """
 
 
-def _spawn(args: list[str], sinks: tuple[Path, Path] | None) -> int:
-    """A new interpreter running pip's own runner with ``args``; its pid."""
+def _spawn(args: list[str], sinks: tuple[Path, Path] | None, confined: Confined | None = None) -> int:
+    """A new interpreter running pip's own runner with ``args`` (inside ``confined``, if given); its pid."""
     from pipguard._pip import pip_location
 
     runner = os.path.join(pip_location(), "__pip-runner__.py")
+    prefix = confined.prefix if confined else ()
     outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
     try:
         child = subprocess.Popen(
-            [sys.executable, "-c", _SPAWNED_CHILD.format(stopped=CHILD_STOPPED), runner, *args],
+            [*prefix, sys.executable, "-c", _SPAWNED_CHILD.format(stopped=CHILD_STOPPED), runner, *args],
             stdin=subprocess.DEVNULL,
             stdout=outputs[0],
             stderr=outputs[1],
+            env=confined.env if confined else None,
+            pass_fds=confined.pass_fds if confined else (),
         )
     finally:
         for handle in outputs:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipguard import builder, display, jobs, keys, locks, records, settings
+from pipguard import builder, display, jobs, keys, locks, records, sandbox, settings
 from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildReport, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
@@ -137,8 +137,10 @@ class CacheGuard:
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
         self._held: dict[str, Pending] = {}  # lock key -> the build pip runs itself here (main thread only)
+        self._transcripts: dict[Path, str] = {}  # wheel -> what its build child printed (builds ahead)
         self._remote: Tier | None = None
         self._remote_opened = False
+        self._sandbox: sandbox.Sandbox | None = None  # a writer's builds run in it (sandbox.py)
 
     def builds_at_once(self) -> int:
         """How many builds this process may run at once (PIPGUARD_JOBS, or 1 under make without a share)."""
@@ -173,7 +175,8 @@ class CacheGuard:
     def claim(self, source: Source) -> Result | Pending | None:
         """What to do about ``source``, the moment pip first needs it: a wheel to install (the cache's, or
         one the build this process waited for made), a :class:`Pending` build this process now owns (its
-        lock held until pip has built it, or no longer needs it), or None for plain pip.
+        lock held until pip has built it, or no longer needs it), or None for plain pip. On a writer whose
+        builds can be sandboxed, a miss is built at once in the sandboxed build child instead (sandbox.py).
 
         Raises ``BuildFailed`` (the build waited for failed: report it, never build it again in this run)
         and ``SourceMismatch`` (pip downloads and checks the source itself)."""
@@ -194,13 +197,17 @@ class CacheGuard:
             return None
         if not isinstance(claimed, Pending):
             _remove_work(plan)
+        elif self._remote_tier(source) is not None and self._sandbox is not None:
+            return self._build_claimed(claimed)  # a writer's: never pip in this process, which holds its secrets
         return claimed
 
     def wheel_for(self, source: Source) -> Result | None:
         """Claim ``source`` and, on a miss, build it here in pipguard's build child (builds ahead)."""
         claimed = self.claim(source)
-        if not isinstance(claimed, Pending):
-            return claimed
+        return self._build_claimed(claimed) if isinstance(claimed, Pending) else claimed
+
+    def _build_claimed(self, claimed: Pending) -> Result | None:
+        """Build a claimed miss in pipguard's build child, share it, release it, upload it."""
         try:
             built = self._build_and_share(claimed.plan, claimed.holding)
         except BuildFailed:
@@ -346,7 +353,14 @@ class CacheGuard:
             self.store.handoffs.publish_failure(plan.key, exc.report)
             raise
         holding.phase("publishing")
-        return self._keep(plan, wheel)
+        built = self._keep(plan, wheel)
+        if plan.work is not None and (transcript := _read_text(plan.work / "build.out")):
+            self._transcripts[built[0]] = transcript
+        return built
+
+    def transcript(self, wheel: Path) -> str | None:
+        """What the build child printed while building ``wheel`` here, if it did (to show it as pip's)."""
+        return self._transcripts.get(wheel)
 
     # --- the remote tier (pipguard/remote): a second look before a build, an upload after one --------
 
@@ -363,6 +377,7 @@ class CacheGuard:
                 from pipguard.remote import stats  # now: pip 26.3 warns of any import after it installed
 
                 self._remote = remote.open_tier(source.network, self.stopping)
+                self._sandbox = sandbox.for_tier(self._remote)
                 if self._remote is not None:
                     atexit.register(self._remote_summary, self._remote, display.current(), stats.add)
             return self._remote
@@ -462,7 +477,7 @@ class CacheGuard:
         options = plan.source.options
         outcome = f"building {holding.subject.what} failed"
         try:
-            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick)  # type: ignore[arg-type]
+            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick, self._sandbox)  # type: ignore[arg-type]
             tick()
             outcome = f"built {wheel.name} in {time.monotonic() - started:.1f}s"
         finally:
@@ -524,6 +539,13 @@ def _reach(keys: set[str], pids_of: Any, keys_of: dict[int, set[str]]) -> set[in
             seen.add(pid)
             keys |= keys_of.get(pid, set())
     return seen
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _remove_work(plan: Plan | None) -> None:
@@ -607,13 +629,14 @@ def _download(source: Source, work: Path) -> Path:
 
 
 def _build_target(source: Source, archive: Path | None) -> str:
-    """What the build child is given: a local path where there is one, the URL otherwise."""
+    """What the build child is given: a local path where there is one, the URL otherwise; named as the
+    user's requirement names it (``name @ url``), so the child's lines name it as plain pip's would."""
     from pipguard._pip import path_to_url
 
     fragment = f"#subdirectory={source.subdirectory}" if source.subdirectory else ""
     if source.kind == "dir" and source.local_path is not None:
         return str(_tree(source.local_path, source))
-    if archive is not None:
-        return path_to_url(str(archive)) + fragment if fragment else str(archive)
-    return source.url + fragment
-
+    url = (path_to_url(str(archive)) if archive is not None else source.url) + fragment
+    if source.kind == "archive" and source.name:
+        return f"{source.name} @ {url}"
+    return url if fragment or archive is None else str(archive)

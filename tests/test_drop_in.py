@@ -149,3 +149,15 @@ def test_without_posix_locks_every_command_is_plain_pip_after_one_warning(world:
     assert listed.returncode == 0 and "alpha" in listed.stdout and listed.stderr == "", listed.output
     purged = world.pipguard("--python", str(venv), "cache", "purge", env=env)
     assert purged.returncode == 0 and "Traceback" not in purged.output, purged.output
+
+
+def test_pinned_sdists_built_ahead_show_as_plain_pips_builds_not_as_cache_hits(world: World, dists: Dists) -> None:
+    """Built side by side in pipguard's build child, shown as plain pip shows them, where it shows them:
+    the download and preparation under each requirement, one build block, one summary."""
+    env = {"PIPGUARD_JOBS": "2"}
+    guarded, plain = _side_by_side(world, "--index-url", dists.index.url, "alpha==1.0", "beta==1.0", env=env)
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert {"alpha", "beta"} <= world.cached_projects()
+    assert "Using cached" not in guarded.stdout
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert guarded.stderr == ""

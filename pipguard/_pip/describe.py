@@ -129,6 +129,13 @@ def wheel_project_name(wheel: Path) -> str:
     return str(headers.get("Name") or fallback).strip()
 
 
+def as_source(req: InstallRequirement) -> Any:
+    """What pip's header logger needs to name ``req`` by the source it was built from, as plain pip does."""
+    return types.SimpleNamespace(
+        link=req.cached_wheel_source_link, is_wheel_from_cache=False, req=req.req, comes_from=req.comes_from
+    )
+
+
 def _announce(factory: Factory, link: Link, template: InstallRequirement | None) -> None:
     """pip's own "Collecting x" header, logged before the download it heads, as plain pip orders them.
 
@@ -140,7 +147,12 @@ def _announce(factory: Factory, link: Link, template: InstallRequirement | None)
 
 
 def pinned_sdists(
-    reqs: list[InstallRequirement], finder: PackageFinder, session: PipSession, options: Values, installing: bool
+    reqs: list[InstallRequirement],
+    finder: PackageFinder,
+    session: PipSession,
+    options: Values,
+    installing: bool,
+    heard: dict[str, list[str]],
 ) -> list[tuple[str, Source]]:
     """(link URL, source) of each sdist the resolver will ask a wheel for, known before it starts.
 
@@ -149,7 +161,10 @@ def pinned_sdists(
     For a pinned name, the link is the finder's best candidate for the requirement's specifier and hashes
     joined with its constraints', exactly the question pip's resolver asks (same finder: format control,
     release control, index scope); a wheel there needs no build. Under ``install``, a distribution already
-    installed at that version is skipped, since pip keeps it. Anything else is left to the resolver."""
+    installed at that version is skipped, since pip keeps it. Anything else is left to the resolver.
+
+    What pip logs of a download ahead (``Downloading x.tar.gz (4 kB)``) goes into ``heard`` by link URL,
+    not to the console: the resolver shows it under the requirement's header (replay.py)."""
     require_hashes = bool(options.require_hashes)
     downloader = _quiet_downloader(session, options)
     found: list[tuple[str, Source]] = []
@@ -161,7 +176,12 @@ def pinned_sdists(
             continue
 
         def download(dest: Path, link: Link = link) -> Path:
-            return Path(downloader(link, str(dest))[0])
+            from pipguard._pip.replay import heard_here
+
+            with heard_here() as lines:
+                path = Path(downloader(link, str(dest))[0])
+            heard[link.url] = lines
+            return path
 
         source = _source(link, None, req, options, finder, require_hashes, download)
         if source is not None and source.kind == "archive":

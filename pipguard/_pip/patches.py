@@ -23,6 +23,8 @@ The patch points, all in pip's install and wheel commands and their resolver:
 - ``RequirementPreparer.prepare_linked_requirement``: a claimed source pipguard downloaded to key it is
   prepared from that download (pip fetches the same bytes once, as from its own batch downloads).
 - ``wheel_builder._build_one``: pip builds a claimed miss; its wheel is shared and the claim released.
+- ``RequirementPreparer._log_preparing_link`` and the ``build`` step of install and wheel: a build ahead
+  is shown as plain pip shows a build, where pip shows it (replay.py), not as a cache hit.
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
   build in place, so they are locked by their path (never cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import describe, failure
+from pipguard._pip import describe, failure, replay
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -101,6 +103,9 @@ class Guard(Protocol):
     def tree_lock(self, tree: str, name: str) -> contextlib.AbstractContextManager[object]:
         """Serialize builds in one source tree (editables: locked, never cached)."""
 
+    def transcript(self, wheel: Path) -> str | None:
+        """What pipguard's build child printed while it built ``wheel`` for this process, if it did."""
+
     def builds_at_once(self) -> int:
         """The job budget of this process: building ahead is worth it only above 1."""
 
@@ -120,6 +125,8 @@ class Seam:
     found: dict[str, tuple[Path, str | None] | None] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)  # by link URL: pip builds these, under their lock
     ahead: Ahead | None = None  # builds started once pip read the requirements, by link URL
+    heard: dict[str, list[str]] = field(default_factory=dict)  # what pip logged of a download ahead, by URL
+    shown_ahead: list[tuple[str, replay.Transcript]] = field(default_factory=list)  # for pip's build step
     _guard: Guard | None = None
 
     @property
@@ -182,7 +189,7 @@ class Seam:
             options.force_reinstall or options.ignore_installed or options.target_dir
         )
         try:
-            sources = describe.pinned_sdists(reqs, finder, session, options, installing)
+            sources = describe.pinned_sdists(reqs, finder, session, options, installing, self.heard)
         except MACHINERY_ERRORS as exc:
             display.warn(f"not building ahead ({type(exc).__name__}: {exc})")
             return
@@ -192,6 +199,14 @@ class Seam:
             self.ahead = Ahead(self.guard, len(sources))
             for url, source in sources:
                 self.ahead.submit(url, source)
+
+    def transcript_for(self, req: InstallRequirement) -> replay.Transcript | None:
+        """What the build ahead of ``req``'s source printed, if this process built it (to show it)."""
+        source = getattr(req, "cached_wheel_source_link", None)
+        if source is None or self.ahead is None or source.url not in self.ahead or req.link is None:
+            return None
+        printed = self.guard.transcript(Path(req.link.file_path))
+        return replay.parse(printed, self.heard.get(source.url, [])) if printed else None
 
     def finish_ahead(self, failed: bool) -> None:
         """At the command's end: wait for the background builds, or stop them if the command failed."""
@@ -320,6 +335,30 @@ def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     return build_one
 
 
+def _log_preparing_link(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
+    def log_preparing_link(self: Any, req: InstallRequirement) -> None:
+        transcript = seam.transcript_for(req)
+        if transcript is None:
+            return original(self, req)
+        # pip's own header for the source (not "Using cached"), then what the build ahead printed for it.
+        original(self, describe.as_source(req))
+        replay.show(transcript.preparing)
+        seam.shown_ahead.append((str(req.name), transcript))
+        return None
+
+    return log_preparing_link
+
+
+def _build_step(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def build(requirements: Any, *args: Any, **kwargs: Any) -> Any:
+        ahead, seam.shown_ahead = seam.shown_ahead, []
+        if not ahead:
+            return original(requirements, *args, **kwargs)
+        return replay.merged_build(original, list(requirements), ahead, *args, **kwargs)
+
+    return build
+
+
 def _prepare_linked(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def prepare_linked_requirement(self: Any, req: InstallRequirement, *args: Any, **kwargs: Any) -> Any:
         claim = seam.claims.get(req.link.url) if req.link is not None else None
@@ -402,6 +441,9 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:install_given_reqs", _install_given_reqs),
     Patch(_INTERNAL + "operations.prepare:RequirementPreparer.prepare_editable_requirement", _prepare_editable),
     Patch(_INTERNAL + "operations.prepare:RequirementPreparer.prepare_linked_requirement", _prepare_linked),
+    Patch(_INTERNAL + "operations.prepare:RequirementPreparer._log_preparing_link", _log_preparing_link),
+    Patch(_INTERNAL + "commands.install:build", _build_step),
+    Patch(_INTERNAL + "commands.wheel:build", _build_step),
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),

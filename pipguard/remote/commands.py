@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+from pipguard import sandbox
 from pipguard.errors import RemoteRefused, RemoteUnavailable
 from pipguard.remote import configured, open_tier
 from pipguard.remote.config import RemoteConfig
@@ -53,6 +54,8 @@ def status() -> int:
     print(f"Remote cache: {config.display}")
     print(f"Mode: {describe_mode(config)}")
     print(f"Verify keys: {describe_trust(config)}")
+    if config.write:
+        print(f"Writer builds: {sandbox.describe()}")
     tier = open_tier(_network(), threading.Event())
     if tier is None:
         return ERROR

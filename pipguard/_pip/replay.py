@@ -1,0 +1,121 @@
+"""Builds ahead, shown where and as plain pip shows them.
+
+A build ahead runs in pipguard's child (``pip wheel`` of the same pip) while the resolver works, so pip
+itself would show its wheel as a cache hit (``Using cached x.whl``). The process that built it shows
+instead what plain pip prints for that source: when the resolver reaches it, pip's own header, the
+download and the preparation lines (``Installing build dependencies ... done``...); after resolving, in
+pip's one ``Building wheels for collected packages`` block, its build lines (``Building wheel for x
+(pyproject.toml) ... done``, ``Created wheel``, ``Stored in directory``), and its name in ``Successfully
+built``. The lines are the child's own, which is the same pip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+_BUILDING = "Building wheels for collected packages:"
+_ENDS = ("Successfully built ", "Failed to build ")
+_HEADERS = ("Processing ", "Collecting ")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the child printed for one build ahead, split where plain pip prints it."""
+
+    preparing: tuple[str, ...]  # under the requirement's header, while the resolver prepares it
+    building: tuple[str, ...]  # under "Building wheels for collected packages"
+
+
+def parse(stdout: str, downloaded: list[str]) -> Transcript | None:
+    """Split the child's standard output; None if it is not pip's usual block (nothing is replayed)."""
+    lines = stdout.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith(_HEADERS)), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith(_BUILDING)), None)
+    if header is None or start is None or start < header:
+        return None
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith(_ENDS)), len(lines))
+    return Transcript(
+        tuple(downloaded) + tuple(_dedent(lines[header + 1 : start])), tuple(_dedent(lines[start + 1 : end]))
+    )
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    """The child's lines one level less indented: pip indents them again where they are shown."""
+    return [line[2:] if line.startswith("  ") else line for line in lines]
+
+
+def show(lines: tuple[str, ...]) -> None:
+    """Log ``lines`` through pip's own logging, one level in (pip's indentation, log file included)."""
+    from pip._internal.utils.logging import indent_log
+
+    logger = logging.getLogger("pip._internal.operations.prepare")
+    with indent_log():
+        for line in lines:
+            logger.info("%s", line)
+
+
+@contextlib.contextmanager
+def heard_here() -> Iterator[list[str]]:
+    """What pip logs in this thread (a download ahead), kept from the console to be shown in place."""
+    me = threading.get_ident()
+    heard: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.thread != me:
+            return True
+        heard.append(record.getMessage())
+        return False
+
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield heard
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+
+
+def merged_build(
+    original: Callable[..., tuple[list[Any], list[Any]]],
+    requirements: list[Any],
+    ahead: list[tuple[str, Transcript]],
+    *args: Any,
+    **kwargs: Any,
+) -> tuple[list[Any], list[Any]]:
+    """pip's build step with the builds ahead in it: one header, their blocks, pip's own builds, one
+    summary (``Successfully built`` / ``Failed to build``), as plain pip prints them."""
+    from pip._internal.utils.logging import indent_log
+
+    logger = logging.getLogger("pip._internal.wheel_builder")
+    names = [name for name, _ in ahead] + [str(req.name) for req in requirements]
+    logger.info("%s %s", _BUILDING, ", ".join(names))
+    with indent_log():
+        for _name, transcript in ahead:
+            for line in transcript.building:
+                logger.info("%s", line)
+    with _without(logger, (_BUILDING, *_ENDS)):
+        successes, failures = original(requirements, *args, **kwargs)
+    logger.info("Successfully built %s", " ".join([name for name, _ in ahead] + [str(r.name) for r in successes]))
+    if failures:
+        logger.info("Failed to build %s", " ".join(str(r.name) for r in failures))
+    return successes, failures
+
+
+@contextlib.contextmanager
+def _without(logger: logging.Logger, prefixes: tuple[str, ...]) -> Iterator[None]:
+    """Drop ``logger``'s own records that start with ``prefixes`` (their merged versions are logged)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefixes)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
