@@ -288,7 +288,7 @@ def test_a_fifo_for_a_manifest_is_set_aside(world: World, dists: Dists) -> None:
 # --- 5. build code never sees pipguard's settings --------------------------------------------------------
 
 ENV_DUMP_BACKEND = '''\
-"""The fixture backend, writing the environment each hook runs in to $FIXTURE_ENV_DUMP/<pid>-<hook>.json."""
+"""The fixture backend, writing the environment each hook runs in to $FIXTURE_ENV_DUMP/<random>-<hook>.json."""
 import json
 import os
 
@@ -299,7 +299,8 @@ from fixture_backend import *  # noqa: F403
 def _dumped(hook):
     def call(*args, **kwargs):
         directory = os.environ["FIXTURE_ENV_DUMP"]
-        with open(os.path.join(directory, f"{os.getpid()}-{hook}.json"), "w") as handle:
+        # pids repeat across builds in pid namespaces of their own (a writer's sandbox): a random name
+        with open(os.path.join(directory, f"{os.urandom(8).hex()}-{hook}.json"), "w") as handle:
             json.dump(dict(os.environ), handle)
         return getattr(fixture_backend, hook)(*args, **kwargs)
     return call
