@@ -78,6 +78,9 @@ def run_here(args: list[str]) -> int:
         return status
     if command not in GUARDED_COMMANDS:
         return _pip.main(args)  # pip alone: nothing more of pipguard's is loaded
+    from pipguard import settings
+
+    settings.scrub_environment()  # before any build: backends and the build child never see PIPGUARD_*
     try:
         from pipguard._pip.patches import run_pip
         from pipguard.guard import CacheGuard

@@ -12,6 +12,12 @@ Layout: ``<handoffs>/<key>/<finished-ns>-<pid>-<random>/outcome.json`` (+ the wh
 renaming a finished temp directory. A process using a wheel from here keeps ``outcome.json`` share-locked
 until it exits; a process leaving removes the outcomes of its keys that nobody uses or waits for, and
 leftovers of dead processes are swept by age.
+
+A waiter installs a wheel from here only after checking it: the key's and the outcome's directories are
+real directories of this user's (or root's) that nobody else can write to, even in a cache shared on
+purpose (an outcome directory is private to the process that made it, so no other user's could be read
+anyway), and the wheel is a regular file with the size and sha256 its builder recorded. Anything else is
+passed over with a warning, and the waiter builds it itself.
 """
 
 from __future__ import annotations
@@ -26,21 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipguard import trust
 from pipguard.discard import discard
-from pipguard.errors import BuildReport
+from pipguard.errors import BuildReport, UntrustedCache
 from pipguard.flocks import keep_locked, try_lock_path
+from pipguard.keys import file_sha256
 from pipguard.redact import redact
 
 OUTCOME = "outcome.json"
+OUTCOME_LIMIT = 1 << 22  # a failure's report holds a build's output; a wheel's outcome is a few bytes
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A wheel (``wheel`` set) or a failure (``report`` set), and when its build finished."""
+    """A wheel (``wheel`` set, with the ``size`` and ``sha256`` its builder saw) or a failure (``report``
+    set), and when its build finished."""
 
     directory: Path
     finished: float
     wheel: Path | None
+    size: int | None
     sha256: str | None
     report: BuildReport | None
 
@@ -51,12 +62,18 @@ class Handoffs:
         self.tmp = tmp
         self._pins: list[int] = []
 
-    def publish_wheel(self, key: str, wheel: Path, sha256: str | None) -> Outcome:
+    def publish_wheel(self, key: str, wheel: Path, source_sha256: str | None) -> Outcome:
         """Move ``wheel`` into a new outcome for ``key`` and return it, pinned for this process."""
 
         def fill(staging: Path) -> dict[str, Any]:
-            shutil.move(wheel, staging / wheel.name)
-            return {"wheel": wheel.name, "sha256": sha256}
+            staged = staging / wheel.name
+            shutil.move(wheel, staged)
+            return {
+                "wheel": wheel.name,
+                "size": staged.stat().st_size,
+                "sha256": file_sha256(staged),
+                "source_sha256": source_sha256,
+            }
 
         outcome = self._publish(key, fill)
         self.pin(outcome)
@@ -76,6 +93,7 @@ class Handoffs:
             (staging / OUTCOME).write_text(json.dumps(fields), encoding="utf-8")
             parent = self.root / key
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            trust.check_directory(parent, shared=False)  # where waiters will look: never another user's
             target = parent / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
             os.rename(staging, target)
         except BaseException:
@@ -84,16 +102,37 @@ class Handoffs:
         return _read(target)  # type: ignore[return-value]
 
     def since(self, key: str, started: float) -> Outcome | None:
-        """The newest outcome for ``key`` whose build finished after ``started`` (a waiter's arrival)."""
-        try:
-            names = sorted(os.listdir(self.root / key), reverse=True)
-        except OSError:
-            return None
-        for name in names:
+        """The newest outcome for ``key`` whose build finished after ``started`` (a waiter's arrival) and
+        whose wheel, if any, is the one its builder made; what fails a check is passed over with a warning."""
+        names = self._names(key)
+        for name in sorted(names or (), reverse=True):
             outcome = _read(self.root / key / name)
-            if outcome is not None and outcome.finished >= started:
+            if outcome is None or outcome.finished < started:
+                continue
+            problem = _problem(outcome)
+            if problem is None:
                 return outcome
+            from pipguard.display import warn
+
+            warn(f"not using the wheel handed over for {key[:12]} ({problem}); it is never installed")
         return None
+
+    def _names(self, key: str) -> list[str] | None:
+        """The outcomes' names in ``key``'s directory; None if there is none, or (with a warning) if it is
+        not a private directory of this user's."""
+        try:
+            fd = trust.open_directory(self.root / key, shared=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, UntrustedCache):
+            from pipguard.display import warn
+
+            warn(f"not using builds handed over for {key[:12]}: {self.root / key} is not this user's own")
+            return None
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
 
     def pin(self, outcome: Outcome) -> None:
         """Keep the outcome from being removed while this process may still install its wheel."""
@@ -107,11 +146,7 @@ class Handoffs:
 
     def remove_unused(self, key: str) -> None:
         """Remove the outcomes of ``key`` that no live process has pinned (call with its lock held)."""
-        try:
-            names = os.listdir(self.root / key)
-        except OSError:
-            return
-        for name in names:
+        for name in self._own_names(key):
             directory = self.root / key / name
             if try_lock_path(directory / OUTCOME, exclusive=True):
                 _remove(directory, self.tmp)
@@ -121,24 +156,56 @@ class Handoffs:
         now = time.time()
         with contextlib.suppress(OSError):
             for key in os.listdir(self.root):
-                for name in os.listdir(self.root / key):
+                for name in self._own_names(key):
                     directory = self.root / key / name
                     outcome = _read(directory)
                     finished = outcome.finished if outcome is not None else 0.0
                     if now - finished > older_than and try_lock_path(directory / OUTCOME, exclusive=True):
                         _remove(directory, self.tmp)
 
+    def _own_names(self, key: str) -> list[str]:
+        """The outcomes in ``key``'s directory, to clean up; a key directory that is not this user's own
+        (a symlink, another user's) is removed whole instead, never followed."""
+        try:
+            fd = trust.open_directory(self.root / key, shared=False)
+        except FileNotFoundError:
+            return []
+        except (OSError, UntrustedCache):
+            _remove(self.root / key, self.tmp)
+            return []
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
 
 def _read(directory: Path) -> Outcome | None:
+    """The outcome in ``directory``, if it is one of this user's own, complete and well formed."""
     try:
-        fields = json.loads((directory / OUTCOME).read_text(encoding="utf-8"))
+        trust.check_directory(directory, shared=False)
+        fields = json.loads(trust.read_regular(directory / OUTCOME, OUTCOME_LIMIT))
         report = BuildReport(**fields["report"]) if fields.get("report") else None
-        wheel = directory / fields["wheel"] if fields.get("wheel") else None
-        if wheel is not None and (wheel.parent != directory or not wheel.is_file()):
+        name = fields.get("wheel")
+        if name is not None and (not isinstance(name, str) or "/" in name or not name.endswith(".whl")):
             return None
-        return Outcome(directory, float(fields["finished"]), wheel, fields.get("sha256"), report)
-    except (OSError, ValueError, KeyError, TypeError):
+        wheel = directory / name if name else None
+        size = int(fields["size"]) if wheel is not None else None
+        sha256 = str(fields["sha256"]) if wheel is not None else None
+        return Outcome(directory, float(fields["finished"]), wheel, size, sha256, report)
+    except (OSError, ValueError, KeyError, TypeError, UntrustedCache):
         return None
+
+
+def _problem(outcome: Outcome) -> str | None:
+    """Why the outcome's wheel must not be installed, or None: it is the file its builder made."""
+    if outcome.wheel is None or outcome.size is None or outcome.sha256 is None:
+        return None
+    try:
+        if trust.matches(outcome.wheel, outcome.size, outcome.sha256):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"{outcome.wheel.name}: {exc}"
+    return f"{outcome.wheel.name} does not match the sha256 its build recorded"
 
 
 def _remove(directory: Path, tmp: Path) -> None:

@@ -3,7 +3,10 @@
 pip's own key (URL, link hash, subdirectory, interpreter name and version) misses config settings,
 build isolation, build constraints, compiler variables, ABI flags and libc. This key has them all, and
 identifies an sdist by the sha256 of its content rather than its URL. A build without isolation also keys
-on the distributions installed in the target, since the build imports them.
+on the distributions installed in the target, since the build imports them. And the toolchain a build
+would really use: the C and C++ compilers (``$CC``/``$CXX``, else ``cc``/``c++`` on PATH) by resolved path
+and ``--version`` line, so a wheel built by one compiler is not reused on a machine (or a PATH) that would
+have built it with another. They are asked once per process, and only when a key is computed.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import hashlib
 import json
 import os
 import platform
+import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 LAYOUT = 1
 
@@ -36,13 +42,37 @@ BUILD_ENV_ALLOWLIST = (
     "FFLAGS",
     "LDFLAGS",
     "LDSHARED",
+    "LDCXXSHARED",
     "MACOSX_DEPLOYMENT_TARGET",
+    "SDKROOT",
     "NPY_BLAS_ORDER",
     "NPY_LAPACK_ORDER",
     "PKG_CONFIG_PATH",
     "RUSTFLAGS",
+    "RUSTC",
     "_PYTHON_HOST_PLATFORM",
+    # Where compilers and linkers find headers and libraries: another directory, another library built in.
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "LIBRARY_PATH",
+    "LD_LIBRARY_PATH",
+    "LD_RUN_PATH",
+    # GPU toolchains: which CUDA or ROCm, for which architectures.
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "CUDACXX",
+    "NVCC_PREPEND_FLAGS",
+    "NVCC_APPEND_FLAGS",
+    "TORCH_CUDA_ARCH_LIST",
+    "ROCM_PATH",
+    "PYTORCH_ROCM_ARCH",
 )
+
+# The compilers a build would use: the variable that names one, and what build tools run without it.
+COMPILERS = (("CC", "cc"), ("CXX", "c++"))
+PROBE_SECONDS = 10.0
 
 # Families of variables that build backends read (setuptools-scm's per-project pretend versions,
 # hatch, pdm, scikit-build-core, maturin and cargo, numpy's build, pkg-config): any variable whose name
@@ -68,10 +98,15 @@ def digest(material: Any) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
+        return stream_sha256(handle)
+
+
+def stream_sha256(handle: BinaryIO) -> str:
+    """sha256 of what is left to read in ``handle``, read in blocks (wheels can be large)."""
+    h = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -121,8 +156,41 @@ def installed_distributions() -> list[str]:
     return sorted(found)
 
 
+def toolchain() -> dict[str, str]:
+    """Each compiler a build would run, by resolved path and the first line of its ``--version``."""
+    path = os.environ.get("PATH", os.defpath)
+    commands = {variable: os.environ.get(variable) or default for variable, default in COMPILERS}
+    return {variable: _compiler(command, path) for variable, command in commands.items()}
+
+
+@functools.cache
+def _compiler(command: str, path: str) -> str:
+    """``<real path>: <first --version line>`` of the compiler ``command`` (as ``$CC`` holds it: perhaps a
+    wrapper and flags, ``ccache gcc -m32``) finds on ``path``; once per process for each."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return f"unparsable: {command}"
+    found = shutil.which(words[0], path=path) if words else None
+    if found is None:
+        return "not found"
+    resolved = os.path.realpath(found)
+    try:
+        probe = subprocess.run(
+            [resolved, *words[1:], "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_SECONDS,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{resolved}: {type(exc).__name__}"
+    lines = (probe.stdout or probe.stderr).decode(errors="replace").splitlines()
+    return f"{resolved}: {lines[0].strip() if lines else f'exit {probe.returncode}'}"
+
+
 def cache_key(identity: dict[str, Any], options: dict[str, Any]) -> str:
-    """The key of a wheel: source identity, build options, interpreter and build environment."""
+    """The key of a wheel: source identity, build options, interpreter, build environment and toolchain."""
     return digest(
         {
             "layout": LAYOUT,
@@ -130,6 +198,7 @@ def cache_key(identity: dict[str, Any], options: dict[str, Any]) -> str:
             "options": options,
             "interpreter": interpreter(),
             "env": build_environment(),
+            "toolchain": toolchain(),
         }
     )
 

@@ -22,11 +22,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipguard import settings, trust
+from pipguard.errors import UntrustedCache
 from pipguard.flocks import try_lock
 from pipguard.redact import command_line
 
 _TEMP_PREFIX = ".tmp-"
 _STALE_TEMP_SECONDS = 60.0
+RECORD_LIMIT = 1 << 16  # a record is a few hundred bytes
 _sequence = itertools.count()
 
 
@@ -79,7 +82,7 @@ def this_process(role: str, kind: str, key: str, name: str, version: str, source
 
 def _own_argv() -> list[str]:
     """What the user typed, as far as this process knows it (``pipguard`` rather than a runner path)."""
-    argv = os.environ.get("PIPGUARD_ARGV")
+    argv = settings.variable("PIPGUARD_ARGV")
     if argv:
         with contextlib.suppress(ValueError):
             loaded = json.loads(argv)
@@ -100,6 +103,7 @@ class Record:
 
     def _publish(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        trust.check_directory(self.directory, settings.trusts_shared_cache())  # where readers will look
         p = self.participant
         name = f"{p.role}-{p.host}-{p.pid}-{next(_sequence)}-{os.urandom(4).hex()}.json"
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
@@ -136,20 +140,34 @@ def _unlink_and_close(path: Path, fd: int) -> None:
 
 
 def read(directory: Path) -> list[Participant]:
-    """The live participants in ``directory``; records of dead owners are removed on the way."""
+    """The live participants in ``directory``; records of dead owners are removed on the way.
+
+    Only a real directory no other user can write to is read (unless the cache is shared on purpose), and
+    in it only regular files: anything else planted there (a FIFO, a symlink) is passed over, never waited
+    on. Reading is relative to the directory's descriptor, so nothing can be swapped in under the reader."""
+    try:
+        fd = trust.open_directory(directory, settings.trusts_shared_cache())
+    except (OSError, UntrustedCache):
+        return []
+    try:
+        return _read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_all(dir_fd: int) -> list[Participant]:
     found: dict[tuple[str, str, int], tuple[int, Participant]] = {}
     try:
-        names = os.listdir(directory)
+        names = os.listdir(dir_fd)
     except OSError:
         return []
     for name in names:
-        path = directory / name
         if name.startswith(_TEMP_PREFIX):
-            _remove_stale_temp(path)
+            _remove_stale_temp(name, dir_fd)
             continue
         if not name.endswith(".json"):
             continue
-        participant = _read_live(path)
+        participant = _read_live(name, dir_fd)
         if participant is None:
             continue
         sequence = _sequence_of(name)
@@ -167,36 +185,34 @@ def _sequence_of(name: str) -> int:
         return -1
 
 
-def _read_live(path: Path) -> Participant | None:
+def _read_live(name: str, dir_fd: int) -> Participant | None:
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = trust.open_regular(name, dir_fd)
+    except (OSError, ValueError):
         return None
     try:
         if not try_lock(fd):
             try:
-                return Participant(**json.loads(os.read(fd, 1 << 16)))
-            except (ValueError, TypeError):
+                return Participant(**json.loads(os.read(fd, RECORD_LIMIT)))
+            except (OSError, ValueError, TypeError):
                 return None
         # Lockable: its owner is gone. The name is never reused, so it is this dead record we remove.
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            os.unlink(name, dir_fd=dir_fd)
         return None
     finally:
         os.close(fd)
 
 
-def _remove_stale_temp(path: Path) -> None:
+def _remove_stale_temp(name: str, dir_fd: int) -> None:
     """A temp record older than a minute and unlocked belongs to a process that died publishing."""
     try:
-        if time.time() - path.lstat().st_mtime < _STALE_TEMP_SECONDS:
-            return
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = trust.open_regular(name, dir_fd)
+    except (OSError, ValueError):
         return
     try:
-        if try_lock(fd):
-            os.unlink(path)
+        if time.time() - os.fstat(fd).st_mtime >= _STALE_TEMP_SECONDS and try_lock(fd):
+            os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
     finally:

@@ -155,7 +155,7 @@ def environment() -> dict[str, str]:
 
 def _hidden_files() -> tuple[str, ...]:
     """The signing key and netrc files that exist, as their real paths (a bind covers what a link names)."""
-    named = [os.environ.get("PIPGUARD_REMOTE_SIGNING_KEY"), os.environ.get("NETRC"), "~/.netrc"]
+    named = [settings.variable("PIPGUARD_REMOTE_SIGNING_KEY"), os.environ.get("NETRC"), "~/.netrc"]
     paths = {os.path.realpath(os.path.expanduser(name)) for name in named if name}
     return tuple(sorted(path for path in paths if os.path.isfile(path)))
 

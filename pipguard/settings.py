@@ -1,4 +1,11 @@
-"""pipguard's environment variables, read in one place."""
+"""pipguard's environment variables, read in one place.
+
+A guarded command (install, wheel, uninstall) runs build code: the PEP 517 backends pip starts and
+pipguard's own build child. None of them may see pipguard's settings, least of all the remote store's
+token and signing key, so :func:`scrub_environment` takes every ``PIPGUARD_*`` variable out of
+``os.environ`` as the command starts, and this module keeps their values for the rest of the process.
+Every reader here goes through :func:`variable`, which sees them either way.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,30 @@ from pathlib import Path
 DEFAULT_LOCK_TIMEOUT = 600.0
 PROGRESS_MODES = ("live", "plain", "off")
 CI_VARIABLES = ("CI", "BUILD_ID", "BUILD_BUILDID", "PIP_IS_CI")
+OWN_PREFIX = "PIPGUARD_"
+
+# The values scrub_environment took out of os.environ, for this process only.
+_taken: dict[str, str] = {}
+
+
+def variable(name: str) -> str | None:
+    """``name`` as set in the environment, or as it was before :func:`scrub_environment` took it."""
+    value = os.environ.get(name)
+    return value if value is not None else _taken.get(name)
+
+
+def scrub_environment() -> None:
+    """Remove every ``PIPGUARD_*`` variable from ``os.environ``, keeping its value for this process.
+
+    Called once as a guarded command starts, before any build: every process started afterwards (pip's
+    backend and build-dependency subprocesses, the build child) inherits an environment without them."""
+    for name in [name for name in os.environ if name.startswith(OWN_PREFIX)]:
+        _taken[name] = os.environ.pop(name)
 
 
 def cache_root() -> Path:
     """``PIPGUARD_CACHE_DIR``, else the per-user cache directory of the platform."""
-    configured = os.environ.get("PIPGUARD_CACHE_DIR")
+    configured = variable("PIPGUARD_CACHE_DIR")
     if configured:
         return Path(configured).expanduser().absolute()
     import platformdirs
@@ -22,7 +48,7 @@ def cache_root() -> Path:
 
 def lock_timeout() -> tuple[float, str | None]:
     """Seconds to wait for another process's build before building privately, and a complaint if any."""
-    raw = os.environ.get("PIPGUARD_LOCK_TIMEOUT")
+    raw = variable("PIPGUARD_LOCK_TIMEOUT")
     if raw is None or raw == "":
         return DEFAULT_LOCK_TIMEOUT, None
     try:
@@ -36,7 +62,7 @@ def lock_timeout() -> tuple[float, str | None]:
 
 def progress_override() -> tuple[str | None, str | None]:
     """``PIPGUARD_PROGRESS`` (live, plain or off), and a complaint if it is something else."""
-    raw = os.environ.get("PIPGUARD_PROGRESS", "").strip().lower()
+    raw = (variable("PIPGUARD_PROGRESS") or "").strip().lower()
     if not raw:
         return None, None
     if raw not in PROGRESS_MODES:
@@ -46,7 +72,7 @@ def progress_override() -> tuple[str | None, str | None]:
 
 def trusts_shared_cache() -> bool:
     """``PIPGUARD_TRUST_SHARED_CACHE=1``: use a cache directory other users can write to."""
-    return os.environ.get("PIPGUARD_TRUST_SHARED_CACHE", "") in ("1", "true", "yes")
+    return variable("PIPGUARD_TRUST_SHARED_CACHE") in ("1", "true", "yes")
 
 
 def in_ci_or_make() -> bool:
@@ -72,8 +98,9 @@ REMOTE_VARIABLES = (
 
 def remote_environment() -> dict[str, str]:
     """The remote tier's variables as set, empty ones too (pipguard/remote/config.py parses them: a verify
-    key set to nothing switches the remote off), and ``NETRC``."""
-    return {name: os.environ[name] for name in REMOTE_VARIABLES if name in os.environ}
+    key set to nothing switches the remote off), and ``NETRC``: the values :func:`scrub_environment` took
+    out of the environment included."""
+    return {name: value for name in REMOTE_VARIABLES if (value := variable(name)) is not None}
 
 
 def default_jobs() -> int:
@@ -86,7 +113,7 @@ def default_jobs() -> int:
 
 def jobs() -> tuple[int, str | None]:
     """``PIPGUARD_JOBS``: builds one process runs at once; the default and a complaint if it is not a count."""
-    raw = os.environ.get("PIPGUARD_JOBS", "").strip()
+    raw = (variable("PIPGUARD_JOBS") or "").strip()
     if not raw:
         return default_jobs(), None
     try:

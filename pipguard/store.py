@@ -11,7 +11,9 @@ Layout under the cache root::
 
 An entry is built in ``tmp/``, verified, and renamed into place whole, so readers see either nothing or
 a complete entry. Every read checks the wheel's sha256 against the manifest; a damaged entry is moved
-aside and rebuilt. A process keeps a shared lock on each entry it hands to pip until it exits, and
+aside and rebuilt. What is read is trusted only as far as trust.py allows: the way to the root and every
+directory of the layout no other user can change, shards and entries real directories of this user's,
+files regular ones. A process keeps a shared lock on each entry it hands to pip until it exits, and
 removal takes an exclusive one, so nothing in use is removed.
 """
 
@@ -23,7 +25,6 @@ import errno
 import json
 import os
 import shutil
-import stat
 import tempfile
 import time
 import zipfile
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipguard import trust
 from pipguard.discard import discard
 from pipguard.errors import CacheUnusable, UntrustedCache
 from pipguard.flocks import keep_locked, try_lock, try_lock_path
@@ -40,6 +42,7 @@ from pipguard.keys import file_sha256
 
 LAYOUT_DIR = "v1"
 MANIFEST = "manifest.json"
+MANIFEST_LIMIT = 1 << 20  # a manifest is a few hundred bytes; anything this big is not one
 
 
 @dataclass(frozen=True)
@@ -63,29 +66,32 @@ class Store:
         self.records = self.base / "records"
         self.tmp = self.base / "tmp"
         self.handoffs = Handoffs(self.base / "handoffs", self.tmp)
+        self.shared = False  # PIPGUARD_TRUST_SHARED_CACHE, as prepare() was told
         self._pins: list[int] = []
 
     def prepare(self, trust_shared: bool) -> None:
-        """Create the layout (private to this user) and refuse a cache others can write to."""
+        """Create the layout (private to this user) and refuse a cache other users could change."""
         try:
             _private_mkdir(self.root)
-            for directory in (self.base, self.wheels, self.locks, self.records, self.tmp, self.handoffs.root):
+            for directory in self.layout():
                 _private_mkdir(directory)
         except OSError as exc:
             raise CacheUnusable(f"cannot create {self.root}: {exc.strerror or exc}") from exc
-        if trust_shared:
-            return
-        for directory in (self.root, self.base, self.wheels):
-            info = directory.lstat()
-            if stat.S_ISLNK(info.st_mode) and directory != self.root:
-                raise UntrustedCache(f"{directory} is a symlink")
-            info = directory.stat()
-            if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise UntrustedCache(
-                    f"{directory} can be written by other users; set PIPGUARD_TRUST_SHARED_CACHE=1 to use it anyway"
-                )
+        self.shared = trust_shared
+        try:
+            if not trust_shared:
+                trust.check_ancestors(self.root)
+                trust.check_private(self.root, self.root.stat(), shared=False)
+            for directory in self.layout():
+                trust.check_directory(directory, trust_shared)
+        except OSError as exc:
+            raise CacheUnusable(f"cannot check {exc.filename}: {exc.strerror or exc}") from exc
         if not os.access(self.base, os.W_OK):
             raise CacheUnusable(f"{self.base} is not writable")
+
+    def layout(self) -> tuple[Path, ...]:
+        """Every directory of the layout, outermost first: each is created, checked and read as such."""
+        return (self.base, self.wheels, self.locks, self.records, self.tmp, self.handoffs.root)
 
     def entry_dir(self, key: str) -> Path:
         return self.wheels / key[:2] / key
@@ -99,34 +105,34 @@ class Store:
     # --- reading ---------------------------------------------------------------------------------
 
     def lookup(self, key: str) -> Entry | None:
-        """The verified entry for ``key``, or None; a damaged entry is set aside on the way."""
+        """The verified entry for ``key``, or None; a damaged entry is set aside on the way.
+
+        A shard or entry that is not a real directory of this user's (a symlink, another user's, one others
+        can write to) is set aside whole: nothing is followed out of the cache or taken from another user."""
         directory = self.entry_dir(key)
+        for part in (directory.parent, directory):
+            try:
+                trust.check_directory(part, self.shared)
+            except FileNotFoundError:
+                return None  # no entry yet
+            except UntrustedCache as exc:
+                self._set_aside(part, str(exc))
+                return None
         try:
             entry = self._read(key, directory)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            shard = directory.parent
-            if isinstance(exc, FileNotFoundError) and not os.path.lexists(directory) and not shard.is_symlink():
-                return None  # no entry yet
-            # A shard that is not a real directory is set aside whole: nothing is followed out of the cache.
-            bad = shard if shard.is_symlink() or not shard.is_dir() else directory
-            self._set_aside(bad, f"{type(exc).__name__}: {exc}")
+            self._set_aside(directory, f"{type(exc).__name__}: {exc}")
             return None
         self._pin(entry)
         return entry
 
     def _read(self, key: str, directory: Path) -> Entry:
-        for part in (directory.parent, directory):
-            if not stat.S_ISDIR(part.lstat().st_mode):
-                raise ValueError(f"{part.name} is not a directory (symlinks are not followed out of the cache)")
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(trust.read_regular(directory / MANIFEST, MANIFEST_LIMIT))
         wheel_name = manifest["wheel"]
         if not isinstance(wheel_name, str) or "/" in wheel_name or not wheel_name.endswith(".whl"):
             raise ValueError(f"bad wheel name {wheel_name!r}")
         wheel = directory / wheel_name
-        wheel_info = wheel.lstat()
-        if not stat.S_ISREG(wheel_info.st_mode):
-            raise ValueError("wheel is not a regular file")
-        if wheel_info.st_size != manifest["size"] or file_sha256(wheel) != manifest["sha256"]:
+        if not trust.matches(wheel, manifest["size"], manifest["sha256"]):
             raise ValueError("wheel does not match its manifest")
         if manifest.get("key") != key:
             raise ValueError("manifest belongs to another key")
@@ -199,7 +205,7 @@ class Store:
                 continue
             for directory in sorted(shard.iterdir()):
                 try:
-                    manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+                    manifest = json.loads(trust.read_regular(directory / MANIFEST, MANIFEST_LIMIT))
                     found.append(Entry(directory.name, directory, directory / manifest["wheel"], manifest))
                 except (OSError, ValueError, KeyError, TypeError):
                     continue

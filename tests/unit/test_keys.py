@@ -66,7 +66,7 @@ def test_each_allow_listed_build_variable_changes_the_key(monkeypatch: pytest.Mo
 def test_other_variables_do_not_change_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Variables that differ between shells (PATH, HOME, a CI job id) must not split the cache."""
     plain = keys.cache_key(IDENTITY, OPTIONS)
-    monkeypatch.setenv("PATH", "/elsewhere/bin")
+    monkeypatch.setenv("PATH", f"/elsewhere/bin{os.pathsep}{os.environ['PATH']}")  # the same compilers
     monkeypatch.setenv("HOME", "/elsewhere")
     monkeypatch.setenv("BUILD_ID", "1234")
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
@@ -128,3 +128,49 @@ def test_variable_families_that_backends_read_change_the_key(monkeypatch: pytest
 def test_installed_distributions_name_what_this_interpreter_sees() -> None:
     """What a build without isolation imports: pytest runs here, so it is among them, with its version."""
     assert f"pytest=={pytest.__version__}" in keys.installed_distributions()
+
+
+def fake_compiler(directory: Path, name: str, version_line: str) -> Path:
+    """An executable ``name`` in ``directory`` that answers ``--version`` as a compiler does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / name
+    script.write_text(f"#!/bin/sh\necho '{version_line}'\necho 'Copyright (C) nobody'\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("name", ["cc", "c++"])
+def test_another_compiler_on_path_changes_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    """The ``cc`` (or ``c++``) a build would run is part of the key: a wheel built by gcc 12 is not
+    reused where the same command would build it with another compiler."""
+    plain = keys.cache_key(IDENTITY, OPTIONS)
+    fake_compiler(tmp_path / "one", name, "fakecc (Fake) 1.0")
+    fake_compiler(tmp_path / "two", name, "fakecc (Fake) 2.0")
+    seen = {plain}
+    for directory in ("one", "two"):
+        monkeypatch.setenv("PATH", f"{tmp_path / directory}{os.pathsep}{os.environ['PATH']}")
+        changed = keys.cache_key(IDENTITY, OPTIONS)
+        assert changed not in seen, directory  # another path, then another version at a path alike
+        seen.add(changed)
+
+
+def test_a_compiler_named_by_cc_is_keyed_by_where_it_resolves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``CC=gcc`` is the same text on two machines; the compiler it finds there need not be."""
+    monkeypatch.setenv("CC", "fakecc -m64")
+    fake_compiler(tmp_path / "one", "fakecc", "fakecc (Fake) 1.0")
+    monkeypatch.setenv("PATH", str(tmp_path / "one"))
+    first = keys.toolchain()["CC"]
+    assert first == f"{tmp_path / 'one' / 'fakecc'}: fakecc (Fake) 1.0"
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert keys.toolchain()["CC"] == "not found"
+
+
+@pytest.mark.parametrize("name", ["CPATH", "LIBRARY_PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "TORCH_CUDA_ARCH_LIST"])
+def test_where_compilers_look_changes_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
+    """Headers and libraries from another directory (another CUDA) make another wheel."""
+    monkeypatch.setenv(name, str(tmp_path / "one"))
+    first = keys.cache_key(IDENTITY, OPTIONS)
+    monkeypatch.setenv(name, str(tmp_path / "two"))
+    assert keys.cache_key(IDENTITY, OPTIONS) != first

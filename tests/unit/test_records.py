@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipguard import records
+from pipguard.errors import UntrustedCache
 from pipguard.flocks import keep_locked
 from pipguard.records import Participant, Record
 
@@ -111,3 +112,49 @@ def test_public_fields_show_a_phase_for_holders_only() -> None:
     assert holder["phase"] == "building"
     assert "phase" not in waiter
     assert set(waiter) == {"pid", "host", "command", "since", "target"}
+
+
+def test_a_fifo_among_the_records_is_passed_over_never_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes; a record is opened non-blocking and read
+    only if it is a regular file, so the reader sees the live records and leaves the FIFO alone."""
+    os.mkfifo(tmp_path / "holder-x-1-0-aa.json", 0o600)
+    os.mkfifo(tmp_path / ".tmp-holder-x-2-0-bb.json", 0o600)
+    live = participant(role="waiter", phase="waiting")
+    record = Record(tmp_path, live)
+    try:
+        assert records.read(tmp_path) == [live]
+    finally:
+        record.remove()
+    assert record_files(tmp_path) == [".tmp-holder-x-2-0-bb.json", "holder-x-1-0-aa.json"]
+
+
+def test_a_symlinked_record_directory_is_not_read_or_written(tmp_path: Path) -> None:
+    """Records elsewhere, reached through a link: nothing of them is read, no record is published there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    owner = Record(elsewhere, participant())
+    try:
+        (tmp_path / "link").symlink_to(elsewhere)
+        assert records.read(tmp_path / "link") == []
+        with pytest.raises(UntrustedCache, match="symlinks are not followed"):
+            Record(tmp_path / "link", participant(role="waiter", phase="waiting"))
+    finally:
+        owner.remove()
+
+
+def test_a_record_directory_others_can_write_is_read_only_in_a_shared_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user could have written any record there (a holder that is not): not read, unless the cache
+    is shared on purpose."""
+    directory = tmp_path / "records"
+    directory.mkdir(mode=0o700)
+    record = Record(directory, participant())
+    try:
+        directory.chmod(0o777)
+        monkeypatch.delenv("PIPGUARD_TRUST_SHARED_CACHE", raising=False)
+        assert records.read(directory) == []
+        monkeypatch.setenv("PIPGUARD_TRUST_SHARED_CACHE", "1")
+        assert records.read(directory) == [record.participant]
+    finally:
+        record.remove()

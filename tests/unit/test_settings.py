@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,39 @@ def test_cache_root_defaults_to_the_user_cache(
         monkeypatch.setenv("PIPGUARD_CACHE_DIR", configured)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert settings.cache_root() == tmp_path / "xdg" / "pipguard"
+
+
+@pytest.fixture
+def nothing_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test scrubs into a store of its own: values taken here must not outlive it."""
+    monkeypatch.setattr(settings, "_taken", {})
+
+
+@pytest.mark.usefixtures("nothing_taken")
+def test_scrub_environment_hides_every_pipguard_variable_and_keeps_its_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What build code inherits has none of them; what pipguard reads still has all of them."""
+    monkeypatch.setenv("PIPGUARD_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("PIPGUARD_REMOTE", "https://wheels.example/pipguard")
+    monkeypatch.setenv("PIPGUARD_REMOTE_TOKEN", "s3cret")
+    monkeypatch.setenv("PIPGUARD_REMOTE_VERIFY_KEY", "")
+    monkeypatch.setenv("PIPGUARD_SOMETHING_NEW", "x")
+    monkeypatch.setenv("CFLAGS", "-O2")
+    settings.scrub_environment()
+    assert [name for name in os.environ if name.startswith("PIPGUARD_")] == []
+    assert os.environ["CFLAGS"] == "-O2"  # not pipguard's: left for the build
+    assert settings.cache_root() == tmp_path / "c"
+    remote = settings.remote_environment()
+    assert remote["PIPGUARD_REMOTE_TOKEN"] == "s3cret"
+    assert remote["PIPGUARD_REMOTE_VERIFY_KEY"] == ""  # set to nothing is still set
+    assert settings.variable("PIPGUARD_SOMETHING_NEW") == "x"
+
+
+@pytest.mark.usefixtures("nothing_taken")
+def test_a_variable_set_after_scrubbing_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPGUARD_LOCK_TIMEOUT", "30")
+    settings.scrub_environment()
+    assert settings.lock_timeout() == (30.0, None)
+    monkeypatch.setenv("PIPGUARD_LOCK_TIMEOUT", "5")
+    assert settings.lock_timeout() == (5.0, None)

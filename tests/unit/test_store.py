@@ -108,6 +108,21 @@ def _shard_is_a_symlink(entry: Entry, store: Store, tmp: Path) -> None:
     shard.symlink_to(outside)
 
 
+def _manifest_is_a_fifo(entry: Entry, _store: Store, _tmp: Path) -> None:
+    """Opened for reading, a FIFO with no writer would block the reader for ever."""
+    (entry.directory / MANIFEST).unlink()
+    os.mkfifo(entry.directory / MANIFEST, 0o600)
+
+
+def _shard_others_can_write(entry: Entry, _store: Store, _tmp: Path) -> None:
+    """Anyone could have swapped the entry below it for one of their own."""
+    entry.directory.parent.chmod(0o777)
+
+
+def _entry_others_can_write(entry: Entry, _store: Store, _tmp: Path) -> None:
+    entry.directory.chmod(0o770)
+
+
 DAMAGE: dict[str, Callable[[Entry, Store, Path], None]] = {
     "truncated-wheel": _truncate_wheel,
     "garbled-manifest": _garble_manifest,
@@ -117,6 +132,9 @@ DAMAGE: dict[str, Callable[[Entry, Store, Path], None]] = {
     "wheel-is-a-symlink": _wheel_is_a_symlink,
     "wheel-is-a-directory": _wheel_is_a_directory,
     "symlinked-shard": _shard_is_a_symlink,
+    "manifest-is-a-fifo": _manifest_is_a_fifo,
+    "shard-others-can-write": _shard_others_can_write,
+    "entry-others-can-write": _entry_others_can_write,
 }
 
 
@@ -222,7 +240,9 @@ def test_an_entry_looked_up_is_pinned_by_this_process(store: Store, key: str, tm
     assert store.remove(entry) is True
 
 
-@pytest.mark.parametrize("shared", ["root", "v1", "v1/wheels"])
+@pytest.mark.parametrize(
+    "shared", ["root", "v1", "v1/wheels", "v1/locks", "v1/records", "v1/tmp", "v1/handoffs"]
+)
 def test_prepare_refuses_a_directory_others_can_write_unless_trusted(tmp_path: Path, shared: str) -> None:
     root = tmp_path / "cache"
     Store(root).prepare(trust_shared=False)
@@ -249,3 +269,36 @@ def test_prepare_refuses_a_symlinked_layout(tmp_path: Path) -> None:
     (root / "v1").symlink_to(elsewhere)
     with pytest.raises(UntrustedCache, match="symlink"):
         Store(root).prepare(trust_shared=False)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_prepare_refuses_a_cache_below_a_directory_others_can_write(tmp_path: Path, mode: int) -> None:
+    """Whoever can write to a directory above the root can rename the cache away and put another there."""
+    above = tmp_path / "above"
+    above.mkdir()
+    above.chmod(mode)
+    with pytest.raises(UntrustedCache, match=f"{above} .above the cache. can be written by other users"):
+        Store(above / "cache").prepare(trust_shared=False)
+    Store(above / "cache").prepare(trust_shared=True)
+
+
+def test_prepare_accepts_a_sticky_directory_above_when_the_next_one_is_this_users(tmp_path: Path) -> None:
+    """/tmp is world-writable but sticky: nobody else may rename what is this user's in it."""
+    above = tmp_path / "tmp"
+    above.mkdir()
+    above.chmod(0o1777)
+    Store(above / "cache").prepare(trust_shared=False)
+
+
+def test_prepare_follows_symlinks_on_the_way_to_the_root(tmp_path: Path) -> None:
+    """A symlink above the root is resolved as the kernel does: the directories it leads through count."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(shared / "real")
+    with pytest.raises(UntrustedCache, match="above the cache"):
+        Store(tmp_path / "link" / "cache").prepare(trust_shared=False)
+    (tmp_path / "private").mkdir(mode=0o700)
+    (tmp_path / "good-link").symlink_to("private")  # relative, through directories of this user's only
+    Store(tmp_path / "good-link" / "cache").prepare(trust_shared=False)
