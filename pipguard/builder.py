@@ -1,33 +1,15 @@
-"""Building one wheel: pip's own ``pip wheel`` in a child process, the one place pipguard runs one.
+"""Building one wheel in a child process: pip's own ``pip wheel``, for builds ahead and a writer's builds.
 
-The child is this very process, forked: the same pip under the same (target) interpreter, already
-imported, so a build costs what plain pip's own build costs and not a second interpreter's start-up and
-imports (about 0.3 s). It takes pipguard's patches off pip, drops every descriptor but its standard
-streams (no lock or record of the parent's lives on in it), and runs ``pip wheel`` with ``--isolated`` and
-the options the user's command resolved to (the finder's index scope, build isolation, config settings,
-build constraints...). It never goes through pipguard again, so it cannot wait for the lock its parent
-holds, and it leaves with ``os._exit``: none of the parent's exit handlers run twice.
-
-Builds may run side by side, each waited for by a thread of the parent (ahead.py). A fork of a process
-with other threads is not safe here: only the forking thread lives on in the child, and a lock another
-thread held at that moment stays held there forever. Most are harmless, since the child never touches
-them, but not all: importlib's per-module locks are not re-initialised by CPython, so a module another
-thread was importing at the moment of the fork can never be imported in the child (seen: a build child
-of a four-build install hung in ``import_ensure_initialized``). So the child is a fork only while this
-is the only thread (every build of a command that builds nothing ahead, ``PIPGUARD_JOBS=1`` included);
-with other threads alive it is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip
---python`` does), which costs its start-up (about 0.3 s) and nothing else; on a writer it is always the
-new interpreter, inside bubblewrap (sandbox.py). The fork itself relies on:
-
-- it closes every descriptor but 0-2 at once (no lock file, record, jobserver or socket of the parent's
-  survives in it, and ``flock`` locks live on the parent's open descriptions, which the child merely
-  dropped its references to) and opens fresh ``sys.std*`` objects (the old ones' buffer locks may be
-  held by another thread);
-- CPython itself re-initialises the import lock, the GIL and the thread state after ``fork``, and the
-  ``logging`` module takes its locks around ``fork`` (``os.register_at_fork``), so pip's logging setup
-  in the child starts clean; pip's log indentation is thread-local and reset;
-- the parent's pip objects that own locks (its HTTP session's connection pools, a rich live display)
-  are never used in the child: ``pip wheel`` makes its own.
+A miss is normally built by pip itself, in pipguard's process (guard.Pending). Two kinds of build run
+here instead: builds ahead (ahead.py), which run side by side in threads while the resolver works, and a
+writer's builds, which must not run in a process that holds the fleet's secrets (sandbox.py). The child
+is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip --python`` does) with ``pip wheel
+--isolated --no-deps`` and the options the user's command resolved to (the finder's index scope, build
+isolation, config settings, build constraints...): the same pip under the same (target) interpreter. It
+never goes through pipguard again, so it cannot wait for a lock its parent holds. It is never a fork: a
+fork of a process with other threads alive is not safe (importlib's per-module locks are not
+re-initialised; seen: a build child of a four-build install hung in ``import_ensure_initialized``). On a
+writer it runs inside bubblewrap.
 
 Its exit code tells whose failure it is: 1 is pip's "the build failed" (the backend, or pip around it:
 plain pip would have failed the same way), reported as pip reports it and never retried in this run;
@@ -41,14 +23,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import traceback
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from pipguard._pip.failure import stage_of
 from pipguard.errors import BuildChildError, BuildFailed, BuildReport, BuildStopped
@@ -57,8 +35,6 @@ from pipguard.flocks import keep_locked
 if TYPE_CHECKING:
     from pipguard.sandbox import Confined, Sandbox
 
-# Python 3.12+ warns on every fork of a multi-threaded process; the child above is written for it.
-warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
 
 PIP_BUILD_FAILED = 1  # pip's ERROR status: a build, resolution or download failure
 CHILD_STOPPED = 130  # the child was interrupted (Ctrl-C to the job, SIGTERM from its parent): no outcome
@@ -117,22 +93,19 @@ def _run(
 ) -> int:
     """Start the child, wait for it (calling ``tick`` meanwhile), return its exit code.
 
-    A fork while this is the only thread; a new interpreter otherwise (see the module's docstring). Same
-    process group as pipguard: a shell, make or CI runner that stops the job stops the build."""
+    A new interpreter (see the module's docstring), in bubblewrap on a writer. Same process group as
+    pipguard: a shell, make or CI runner that stops the job stops the build."""
     sys.stdout.flush()
     sys.stderr.flush()
     if sandbox is not None:  # never a fork: the child must hold nothing of this process's
         with sandbox.confine(work) as confined:
             return confined.exit_code(_wait(_spawn(args, sinks, confined), tick))
-    if threading.active_count() > 1:
-        return _wait(_spawn(args, sinks), tick)
-    pid = os.fork()
-    if pid == 0:
-        _child(args, sinks)
-    return _wait(pid, tick)
+    return _wait(_spawn(args, sinks), tick)
 
 
-# Runs pip's own runner (as ``pip --python`` does) with the child's signal handling (_stop_on_signals).
+# Runs pip's own runner (as ``pip --python`` does). Ctrl-C and SIGTERM unwind pip as in plain pip (its temp
+# dirs go), then the child exits with CHILD_STOPPED: its parent must not take pip's "operation cancelled"
+# status for a failed build (which it would report, and hand to other processes).
 _SPAWNED_CHILD = """\
 import os, runpy, signal, sys
 seen = []
@@ -199,50 +172,6 @@ def _wait(pid: int, tick: Callable[[], None]) -> int:
         _stop(pid)
         _SPAWNED.pop(pid, None)
         raise
-
-
-def _child(args: list[str], sinks: tuple[Path, Path] | None) -> NoReturn:
-    code = 2
-    stopped = _stop_on_signals()
-    try:
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        if sinks is not None:
-            for fd, path in zip((1, 2), sinks):
-                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
-        # Fresh stream objects: another thread of the parent may have held the old ones' locks.
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as this process
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-        from pipguard._pip.patches import run_unpatched
-
-        code = run_unpatched(args)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - whatever happens, this process must leave through os._exit
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:  # noqa: BLE001, S110 - nothing left to report it to
-                pass
-        os._exit(CHILD_STOPPED if stopped else code)
-
-
-def _stop_on_signals() -> list[int]:
-    """Ctrl-C and SIGTERM unwind pip in the child as in plain pip (its temp dirs go), then the child exits
-    with ``CHILD_STOPPED``: its parent must not take pip's "operation cancelled" status for a failed
-    build (which it would report, and hand to other processes). Returns the signals seen so far."""
-    seen: list[int] = []
-
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        seen.append(signum)
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupted)
-    return seen
 
 
 def _stop(pid: int) -> None:

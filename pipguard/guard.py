@@ -283,10 +283,10 @@ class CacheGuard:
                 for p in records.read(self.store.records / name):
                     if p.host == host:
                         (holds if p.role == "holder" else waits).setdefault(p.pid, set()).add(p.key)
-        holders = {key: pid for pid, keys in holds.items() for key in keys}
+        holders = {key: pid for pid, held in holds.items() for key in held}
         waiters: dict[str, set[int]] = {}
-        for pid, keys in waits.items():
-            for key in keys:
+        for pid, wanted in waits.items():
+            for key in wanted:
                 waiters.setdefault(key, set()).add(pid)
         behind = _reach(set(self._held), lambda key: waiters.get(key, set()), holds)
         ahead = _reach(waits.get(holder.pid, set()), lambda key: {holders[key]} if key in holders else set(), waits)

@@ -326,7 +326,7 @@ SECRET = "s3cret-t0ken"
 @pytest.mark.parametrize("names", [("envone",), ("envone", "envtwo")], ids=["one-build", "builds-side-by-side"])
 def test_builds_never_see_pipguards_variables(world: World, names: tuple[str, ...]) -> None:
     """The remote store's token and signing key, and every other PIPGUARD_* variable, reach neither the
-    backend pip runs nor pipguard's build child (a fork for one build, new interpreters side by side);
+    backend pip runs for one build nor pipguard's build children for builds side by side;
     the remote tier still has them (it uploads, signed)."""
     dists = world.root / "dists"
     for name in names:

@@ -473,28 +473,8 @@ def attach(make_guard: Callable[[], Guard], patches: tuple[Patch, ...] = PATCHES
     def detach() -> None:
         for _patch, owner, attr, original in reversed(resolved):
             setattr(owner, attr, original)
-        if detach in _ATTACHED:
-            _ATTACHED.remove(detach)
 
-    _ATTACHED.append(detach)
     return detach
-
-
-# The detach functions of the seams attached in this process (one, in practice): a forked build child
-# takes them all off before it runs pip.
-_ATTACHED: list[Callable[[], None]] = []
-
-
-def run_unpatched(args: list[str]) -> int:
-    """pip's main as plain pip, in a process forked from one that runs the seam (the build child)."""
-    from pip._internal.utils import logging as pip_logging
-
-    from pipguard._pip import main
-
-    for detach in list(_ATTACHED):
-        detach()
-    pip_logging._log_state.indentation = 0  # the parent forked in the middle of an indented block
-    return main(args)
 
 
 def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None) -> int:
