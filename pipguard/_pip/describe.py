@@ -35,6 +35,7 @@ _FROM_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("keyring_provider", "--keyring-provider", "value"),
     ("check_build_deps", "--check-build-dependencies", "flag"),
     ("build_constraints", "--build-constraint", "list"),
+    ("features_enabled", "--use-feature", "list"),  # e.g. inprocess-build-deps
 )
 
 
@@ -349,6 +350,9 @@ def finder_args(finder: PackageFinder) -> list[str]:
         args += ["--client-cert", net.client_cert]
     if finder.prefer_binary:
         args.append("--prefer-binary")
+    refresh = getattr(finder, "refresh_package", None)  # pip 26.1+
+    if refresh:
+        args += ["--refresh-package", ",".join(sorted(refresh))]
     uploaded_prior_to = getattr(finder, "uploaded_prior_to", None)
     if uploaded_prior_to:
         args += ["--uploaded-prior-to", uploaded_prior_to.isoformat()]

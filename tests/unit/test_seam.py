@@ -316,6 +316,14 @@ def test_index_options_from_a_requirements_file_reach_the_build_child(tmp_path: 
     assert args[args.index("--trusted-host") + 1] == "mirror.example.invalid"
 
 
+def test_use_feature_and_refresh_package_reach_the_build_child() -> None:
+    """Builds ahead run in pipguard's child: the options only the command line sets must reach it."""
+    options, finder, reqs = pip_install("--use-feature=inprocess-build-deps", "--refresh-package=alpha", "alpha==1.0")
+    args = describe.build_options(finder, options, reqs[0]).child_args
+    assert args[args.index("--use-feature") + 1] == "inprocess-build-deps"
+    assert args[args.index("--refresh-package") + 1] == "alpha"
+
+
 def test_hash_mode_refuses_directories_and_checks_archives(tmp_path: Path) -> None:
     reqs = tmp_path / "reqs.txt"
     reqs.write_text(f"alpha==1.0 --hash=sha256:{SHA}\n")
