@@ -96,8 +96,12 @@ class Pending:
         self.holding, self._stack = holding, stack
         self.guard._held[self.plan.lock_key] = self
 
-    def done(self, wheel: Path | None, report: BuildReport | None) -> None:
-        """pip built ``wheel`` (or failed, saying ``report``): share it under the lock, then release it."""
+    def done(self, wheel: Path | None, report: BuildReport | None, keep: bool = True) -> None:
+        """pip built ``wheel`` (or failed, saying ``report``): share it under the lock, then release it.
+
+        ``keep`` False (a VCS revision that turned out to name a branch or a tag): handed to the processes
+        waiting for this build only, never kept in the cache, as pip keeps it out of its own."""
+        self.plan.persistent = self.plan.persistent and keep
         try:
             waiting = len(self.holding.waiters()) if self.holding.locked else 0
             built = self.guard.share(self.plan, self.holding, wheel, report)

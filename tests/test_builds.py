@@ -163,6 +163,22 @@ def test_vcs_requirement_pinned_to_a_commit_builds_once(world: World, tree) -> N
     assert direct_url(plain)["vcs_info"]["commit_id"] == commit
 
 
+def test_a_vcs_revision_that_names_a_branch_is_never_cached(world: World, tree) -> None:  # type: ignore[no-untyped-def]
+    """A 40-hex revision may be a branch's name: pip checks the checkout before it caches, and so does
+    pipguard (the next job builds again, as with plain pip)."""
+    git = ["git", "-C", str(tree), "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    branch = "a" * 40
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"], ["branch", branch]):
+        assert world.run([*git, *args]).returncode == 0
+    requirement = f"treepkg @ git+file://{tree}@{branch}"
+    for job in ("first", "second"):
+        venv = world.venv(job)
+        result = world.pipguard("--python", str(venv), "install", "--no-index", requirement, env=world.another_job(job))
+        assert result.returncode == 0, result.output
+    assert world.hooks("build_wheel", "treepkg") == 2
+    assert "treepkg" not in world.cached_projects()
+
+
 def test_a_failing_build_is_reported_as_pip_reports_it_and_built_once(world: World, dists: Dists) -> None:
     """The cache's build fails: pip's own error block and exit code, no warning, and no second build."""
     venv = world.venv("v")

@@ -295,6 +295,18 @@ def pinned_commit(link: Link) -> str | None:
     return None
 
 
+def names_its_commit(req: InstallRequirement) -> bool:
+    """Whether what pip checked out for a VCS requirement is the commit it names, as pip decides before it
+    caches the wheel (a 40-hex revision may as well be the name of a branch or a tag, which moves)."""
+    from pip._internal.vcs import vcs
+
+    link = req.link
+    if link is None or not link.is_vcs:
+        return True
+    backend = vcs.get_backend_for_scheme(link.scheme)
+    return bool(backend and req.source_dir and backend.is_immutable_rev_checkout(link.url, req.source_dir))
+
+
 def build_options(finder: PackageFinder, options: Values, template: InstallRequirement | None) -> BuildOptions:
     """The child's options: the finder's scope, then what only the command line sets, then the build's own."""
     args = finder_args(finder) + _option_args(options)

@@ -77,8 +77,9 @@ class Claim(Protocol):
     def building(self) -> Path | None:
         """pip starts building the wheel: a wheel to use instead, if another process built it meanwhile."""
 
-    def done(self, wheel: Path | None, report: BuildReport | None) -> None:
-        """pip built ``wheel`` (None: it failed, as ``report`` says): share it, release the lock."""
+    def done(self, wheel: Path | None, report: BuildReport | None, keep: bool = True) -> None:
+        """pip built ``wheel`` (None: it failed, as ``report`` says): share it, release the lock.
+        ``keep`` False: only the processes waiting now get it, never the cache (pip would not cache it)."""
 
     def release(self) -> None:
         """pip will not build it (or built it already): release the lock; idempotent."""
@@ -326,7 +327,7 @@ def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
             with failure.captured() as output:
                 wheel = original(req, *args, **kwargs)
             report = None if wheel else output.report(req.name or "")
-            claim.done(Path(wheel) if wheel else None, report)
+            claim.done(Path(wheel) if wheel else None, report, keep=describe.names_its_commit(req))
         except MACHINERY_ERRORS as exc:
             display.warn(f"could not share the wheel of {req.name} ({type(exc).__name__}: {exc})")
         finally:

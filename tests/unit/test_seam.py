@@ -91,7 +91,7 @@ class FakeClaim:
         self.events.append("building")
         return None
 
-    def done(self, wheel: Path | None, report: BuildReport | None) -> None:
+    def done(self, wheel: Path | None, report: BuildReport | None, keep: bool = True) -> None:
         self.events.append(("done", wheel, report))
 
     def release(self) -> None:
