@@ -160,6 +160,8 @@ class CacheGuard:
                 try:
                     self.store.prepare(settings.trusts_shared_cache())
                     self.store.clean_tmp()
+                    if self.store.read_only:
+                        warn(f"the build cache {self.store.root} is read-only here: using its wheels, not adding any")
                     self._ready = True
                     atexit.register(self._leave)
                 except CacheUnusable as exc:
@@ -222,9 +224,11 @@ class CacheGuard:
         self._to_remote(claimed.plan, built)
         return built
 
-    def _claim(self, plan: Plan) -> Result | Pending:
+    def _claim(self, plan: Plan) -> Result | Pending | None:
         if plan.persistent and (entry := self.store.reuse(plan.key)):
             return entry.wheel, plan.sha256
+        if self.store.read_only:
+            return None  # no lock to take, nowhere to publish: pip builds it, as plain pip
         stack = contextlib.ExitStack()
         try:
             holding = self._hold(plan, stack)
@@ -524,7 +528,7 @@ class CacheGuard:
     @contextlib.contextmanager
     def _plain_lock(self, subject: locks.Subject, phase: str, outcome: str) -> Iterator[object]:
         """A lock with records and display but no cache; without a usable cache, no lock at all."""
-        if not self._usable():
+        if not self._usable() or self.store.read_only:
             yield None
             return
         with contextlib.ExitStack() as stack:

@@ -74,6 +74,7 @@ class Store:
         self.tmp = self.base / "tmp"
         self.handoffs = Handoffs(self.base / "handoffs", self.tmp)
         self.shared = False  # PIPGUARD_TRUST_SHARED_CACHE, as prepare() was told
+        self.read_only = False  # a cache this user may read but not write: hits only (prepare() says)
         self._pins: list[int] = []
         self.tally = usage.Tally()  # this process's counts, added to usage.jsonl at exit
         self.max_size: int | None = None  # the cap wind_up trims to (PIPGUARD_CACHE_MAX_SIZE), None: none
@@ -97,8 +98,9 @@ class Store:
                 trust.check_directory(directory, trust_shared)
         except OSError as exc:
             raise CacheUnusable(f"cannot check {exc.filename}: {exc.strerror or exc}") from exc
-        if not os.access(self.base, os.W_OK):
-            raise CacheUnusable(f"{self.base} is not writable")
+        # A cache another user (root, an image's build) filled and this one may only read still serves
+        # its verified entries; misses are plain pip's.
+        self.read_only = not all(os.access(directory, os.W_OK) for directory in self.layout())
 
     def layout(self) -> tuple[Path, ...]:
         """Every directory of the layout, outermost first: each is created, checked and read as such."""
@@ -196,7 +198,9 @@ class Store:
     # --- writing ---------------------------------------------------------------------------------
 
     def new_build_dir(self) -> Path:
-        return Path(tempfile.mkdtemp(prefix="build-", dir=self.tmp))
+        """A private directory for a download or build: in ``tmp/``, on the cache's filesystem (publishing
+        renames from there), or the system's where the cache is read-only (nothing is published then)."""
+        return Path(tempfile.mkdtemp(prefix="build-", dir=None if self.read_only else self.tmp))
 
     def building(self, key: str) -> None:
         """The build of ``key`` starts now: its duration goes into the manifest (the time a hit saves)."""
@@ -335,7 +339,7 @@ class Store:
 
     def clean_tmp(self, older_than: float = 3600.0) -> None:
         """Remove leftovers of builds whose process died (kept locked by live builders)."""
-        if not self.tmp.is_dir():
+        if self.read_only or not self.tmp.is_dir():
             return
         now = time.time()
         for child in self.tmp.iterdir():

@@ -12,14 +12,22 @@ import fcntl
 import json
 import os
 import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Dists, World
 from pipguard.store import TRIM_LOCK, entry_size
+from support.envs import make_venv
 from support.processes import Crew, Gate, install_args, install_cmd, status, wait_for
 
 PRUNE_MAX_SIZE_ZERO = ("guard", "cache", "prune", "--max-size", "0")
+READER_UID = 4711
+AS_READER = ("setpriv", f"--reuid={READER_UID}", f"--regid={READER_UID}", "--clear-groups")
 
 
 def install(world: World, dists: Dists, job: str, *names: str, env: dict[str, str] | None = None) -> None:
@@ -162,3 +170,93 @@ def test_an_old_layout_is_reported_and_pruned(world: World, dists: Dists) -> Non
     assert not (world.cache / "v0").exists()
     assert world.cached_projects() == {"alpha"}
     assert info(world)["old_layouts"] == []
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A directory another user can reach (a test's own tmp dir is private to root)."""
+    made = Path(tempfile.mkdtemp(prefix="pipguard-cap-", dir="/tmp"))
+    made.chmod(0o755)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def readable_by_all(root: Path) -> None:
+    """What an administrator does to share a cache read-only: everyone may read, only its owner write."""
+    for directory, _dirs, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+
+
+def owned_by_reader(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for directory, _dirs, files in os.walk(path):
+        for name in (directory, *(os.path.join(directory, file) for file in files)):
+            os.chown(name, READER_UID, READER_UID, follow_symlinks=False)  # a venv's python links outside
+    return path
+
+
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to run as another user")
+def test_a_cache_this_user_cannot_write_serves_its_wheels(world: World, dists: Dists, reachable: Path) -> None:
+    """root fills the cache with alpha and shares it read-only; another user installs alpha from it and
+    builds beta as plain pip would, with one warning and nothing added to the cache."""
+    world.cache = reachable / "cache"
+    world.env["PIPGUARD_CACHE_DIR"] = str(world.cache)
+    install(world, dists, "root", "alpha")
+    readable_by_all(world.cache)
+    before = sorted(world.cache.rglob("*"))
+
+    venv = reachable / "venv"
+    make_venv(venv)
+    hook_log = reachable / "hooks.jsonl"
+    hook_log.write_text(world.hook_log.read_text())
+    env = {"PIP_CACHE_DIR": str(owned_by_reader(reachable / "pip-cache")), "HOME": str(owned_by_reader(reachable / "home")),
+           "FIXTURE_HOOK_LOG": str(hook_log)}
+    owned_by_reader(venv)
+    os.chown(hook_log, READER_UID, READER_UID)
+    world.hook_log = hook_log
+    probe = world.run([*AS_READER, str(world.python), "-c", f"import os; print(os.path.exists({str(venv / 'bin' / 'python')!r}))"])
+    if probe.stdout.strip() != "True":
+        pytest.skip(f"uid {READER_UID} cannot reach the interpreter this test's venvs link to ({probe.output.strip()})")
+    result = world.run([*AS_READER, *world.pipguard_cmd(*install_args(venv, dists.index.url, "alpha", "beta"))], env=env, cwd=reachable)
+
+    assert result.returncode == 0, result.output
+    assert len(result.warnings()) == 1 and "read-only" in result.warnings()[0], result.stderr
+    assert world.hooks("build_wheel", "alpha") == 1 and world.hooks("build_wheel", "beta") == 1
+    assert world.module_version(venv, "alpha") == world.module_version(venv, "beta") == "1.0"
+    assert sorted(world.cache.rglob("*")) == before and world.cached_projects() == {"alpha"}
+
+
+@pytest.fixture
+def seal_cache(world: World) -> Iterator[Callable[[], None]]:
+    """Bind-mount the world's cache read-only onto itself, once the test has filled it (root cannot be kept
+    from writing by modes alone); unmounted at teardown."""
+    mounted: list[Path] = []
+
+    def seal() -> None:
+        tried = subprocess.run(["mount", "--bind", str(world.cache), str(world.cache)], capture_output=True, text=True)
+        if tried.returncode != 0:
+            pytest.skip(f"cannot bind-mount here (needs CAP_SYS_ADMIN): {tried.stderr.strip()}")
+        mounted.append(world.cache)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(world.cache)], check=True)
+
+    yield seal
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+
+
+def test_a_read_only_cache_serves_its_wheels_and_builds_misses_without_caching(
+    world: World, dists: Dists, seal_cache: Callable[[], None]
+) -> None:
+    install(world, dists, "a", "alpha")
+    seal_cache()
+    before = sorted(world.cache.rglob("*"))
+    job = world.another_job("b")
+    result = world.pipguard(*install_args(world.venv("b"), dists.index.url, "alpha", "beta"), env=job)
+    assert result.returncode == 0, result.output
+    assert len(result.warnings()) == 1 and "read-only" in result.warnings()[0], result.stderr
+    assert world.hooks("build_wheel", "alpha") == 1 and world.hooks("build_wheel", "beta") == 1
+    assert sorted(world.cache.rglob("*")) == before
