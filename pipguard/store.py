@@ -18,6 +18,7 @@ directory of the layout no other user can change, shards and entries real direct
 files regular ones. A process keeps a shared lock on each entry it hands to pip until it exits, and
 removal takes an exclusive one, so nothing in use is removed. Every use of an entry sets its manifest's
 mtime (atime is unreliable: ``noatime``, ``relatime``): the size cap evicts the least recently used first.
+A cache this user cannot write is read only: its verified entries serve hits, and nothing is added.
 """
 
 from __future__ import annotations
