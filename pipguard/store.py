@@ -46,8 +46,8 @@ from pipguard.flocks import try_lock, try_lock_path
 from pipguard.handoff import Handoffs
 from pipguard.keys import file_sha256
 
-LAYOUT_DIR = "v1"
 LAYOUT_VERSION = 1
+LAYOUT_DIR = f"v{LAYOUT_VERSION}"
 TRIM_LOCK = "trim.lock"
 MANIFEST = "manifest.json"
 MANIFEST_LIMIT = 1 << 20  # a manifest is a few hundred bytes; anything this big is not one
@@ -216,7 +216,7 @@ class Store:
             staged = staging / wheel.name
             shutil.move(wheel, staged)
             manifest = {
-                "layout": 1,
+                "layout": LAYOUT_VERSION,
                 "key": key,
                 "wheel": wheel.name,
                 "sha256": file_sha256(staged),
