@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from conftest import Dists, World
 from pipguard.store import TRIM_LOCK, entry_size
 from support.envs import make_venv
 from support.processes import Crew, Gate, install_args, install_cmd, status, wait_for
+from test_local_trust import reachable  # noqa: F401 (a fixture: a directory another user can reach)
 
 PRUNE_MAX_SIZE_ZERO = ("guard", "cache", "prune", "--max-size", "0")
 READER_UID = 4711
@@ -170,17 +170,6 @@ def test_an_old_layout_is_reported_and_pruned(world: World, dists: Dists) -> Non
     assert not (world.cache / "v0").exists()
     assert world.cached_projects() == {"alpha"}
     assert info(world)["old_layouts"] == []
-
-
-@pytest.fixture
-def reachable() -> Iterator[Path]:
-    """A directory another user can reach (a test's own tmp dir is private to root)."""
-    made = Path(tempfile.mkdtemp(prefix="pipguard-cap-", dir="/tmp"))
-    made.chmod(0o755)
-    try:
-        yield made
-    finally:
-        shutil.rmtree(made, ignore_errors=True)
 
 
 def readable_by_all(root: Path) -> None:
