@@ -3,23 +3,23 @@
 - ``guard status [--json] [--watch]``: every lock held or waited for now, with holders and waiters: how
   long each has been there, its environment and command line.
 - ``guard shims``: a directory of ``pip`` and ``pip3`` that run this pipguard, to put first on PATH.
-- ``guard cache dir | info | list [--json] | remove NAME | purge | prune --older-than DAYS``, like
-  ``pip cache``. Entries in use by a live process and lock files are never removed.
+- ``guard cache dir | info [--json] | stats [--reset] | list [--json] | remove NAME | purge |
+  prune [--older-than DAYS] [--max-size SIZE]``, like ``pip cache``. Entries in use by a live process and
+  lock files are never removed; ``prune`` also removes the layouts of older pipguards.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import fnmatch
 import json
 import sys
 import time
 from typing import Any, NoReturn
 
-from pipguard import records, settings
+from pipguard import records, settings, usage
 from pipguard.display import elapsed
-from pipguard.store import Entry, Store
+from pipguard.store import Entry, Store, entry_size, last_used
 
 USAGE_ERROR = 2
 
@@ -34,11 +34,12 @@ class _Parser(argparse.ArgumentParser):
 # Each `guard cache` action, with the one line its help shows.
 _CACHE_ACTIONS = {
     "dir": "print the cache directory",
-    "info": "where the cache is, how many wheels, their size, how many locks are in use",
+    "info": "where the cache is, its wheels, size and cap, what it did since a reset; --json for scripts",
+    "stats": "what the cache did since a reset (hits, misses, builds, waits, time saved); --reset to restart",
     "list": "list cached wheels (those matching PATTERN); --json for scripts",
     "remove": "remove cached wheels matching PATTERN, like pip cache remove",
     "purge": "remove every cached wheel not in use",
-    "prune": "remove cached wheels built more than DAYS days ago",
+    "prune": "remove wheels last used more than DAYS ago, the least recently used beyond SIZE, old layouts",
 }
 # Each `guard remote` action, likewise.
 _REMOTE_ACTIONS = {
@@ -63,7 +64,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     by_name["cache list"].add_argument("pattern", nargs="?", default="*")
     by_name["cache list"].add_argument("--json", action="store_true", help="machine-readable")
     by_name["cache remove"].add_argument("pattern")
-    by_name["cache prune"].add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    by_name["cache info"].add_argument("--json", action="store_true", help="machine-readable")
+    by_name["cache stats"].add_argument("--reset", action="store_true", help="start counting afresh")
+    by_name["cache prune"].add_argument("--older-than", type=float, metavar="DAYS")
+    by_name["cache prune"].add_argument("--max-size", type=_size, metavar="SIZE", help="such as 10G, 500M, 20k")
     remote = sub.add_parser("remote", help="the remote cache shared across machines (PIPGUARD_REMOTE)")
     by_name["remote"] = remote
     remote_actions = remote.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="ACTION")
@@ -73,12 +77,22 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return parser, by_name
 
 
+def _size(text: str) -> int:
+    """``--max-size``: a size, or argparse's one-line error naming the option."""
+    try:
+        return usage.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def guard_main(args: list[str]) -> int:
     parser, by_name = _parser()
     options, extra = parser.parse_known_args(args)
     if extra:  # the parser that got them says so, not the top one
         chosen = " ".join(part for part in (options.command, getattr(options, "action", None)) if part)
         by_name.get(chosen, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    if options.command == "cache" and options.action == "prune" and options.older_than is None and options.max_size is None:
+        by_name["cache prune"].error("one of the arguments --older-than --max-size is required")
     if options.command == "shims":
         from pipguard.shims import write_shims
 
@@ -204,15 +218,16 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
     if action == "dir":
         print(store.root)
         return 0
+    if action == "stats":
+        if options.reset:
+            usage.reset(store.base)
+            print("Statistics reset.")
+            return 0
+        print("\n".join(_counts_lines(usage.read(store.base))))
+        return 0
     entries = store.entries()
     if action == "info":
-        size = sum(int(e.manifest.get("size", 0)) for e in entries)
-        print(f"Cache location: {store.root}")
-        print(f"Wheels: {len(entries)}")
-        print(f"Size: {size / 1e6:.1f} MB")
-        print(f"Locks held or waited for: {len(snapshot(store)['locks'])}")
-        _remote_info(store)
-        return 0
+        return _info(store, entries, options.json)
     if action == "list":
         described = [_describe(e) for e in entries if _matches(e, options.pattern)]
         if options.json:
@@ -221,7 +236,7 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
             print("No locally built wheels cached.")
         else:
             for item in described:
-                print(f" - {item['wheel']} ({item['size'] / 1e3:.0f} kB, {item['created']}) {item['key'][:12]}")
+                print(f" - {item['wheel']} ({usage.format_size(item['size'])}, {item['created']}) {item['key'][:12]}")
         return 0
     if action == "remove":
         chosen = [e for e in entries if _matches(e, options.pattern)]
@@ -230,12 +245,75 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
     elif action == "purge":
         chosen = entries
     else:
-        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=options.older_than)
-        chosen = [e for e in entries if _created(e) < cutoff]
+        return _prune(store, entries, options.older_than, options.max_size)
     removed = sum(1 for e in chosen if store.remove(e))
-    skipped = len(chosen) - removed
-    print(f"Files removed: {removed}" + (f" ({skipped} in use, kept)" if skipped else ""))
+    _say_removed(removed, len(chosen) - removed)
     return 0
+
+
+def _say_removed(removed: int, kept: int) -> None:
+    print(f"Files removed: {removed}" + (f" ({kept} in use, kept)" if kept else ""))
+
+
+def _prune(store: Store, entries: list[Entry], older_than: float | None, max_size: int | None) -> int:
+    """Entries unused for ``older_than`` days, then the least recently used beyond ``max_size``, then the
+    layouts of older pipguards."""
+    removed = kept = 0
+    if older_than is not None:
+        cutoff = time.time() - older_than * 86400
+        chosen = [e for e in entries if last_used(e) < cutoff]
+        removed = sum(1 for e in chosen if store.remove(e))
+        kept = len(chosen) - removed
+    if max_size is not None:
+        evicted = store.trim(max_size)
+        if evicted is None:
+            sys.stderr.write("WARNING: another process is trimming the cache now; --max-size skipped\n")
+        removed += evicted or 0
+        store.tally.flush(store.base)
+    _say_removed(removed, kept)
+    for directory, size in store.remove_old_layouts():
+        print(f"Removed the old layout {directory.name}/ ({usage.format_size(size)})")
+    return 0
+
+
+def _info(store: Store, entries: list[Entry], as_json: bool) -> int:
+    """Where the cache is, what it holds and may hold, what it did since a reset, the old layouts."""
+    from pipguard.remote import stats
+
+    cap, _complaint = settings.cache_max_size()
+    old = store.old_layouts()
+    state = {
+        "cache_dir": str(store.root),
+        "wheels": len(entries),
+        "size": sum(entry_size(e) for e in entries),
+        "max_size": cap,
+        "locks": len(snapshot(store)["locks"]),
+        "local": usage.read(store.base),
+        "remote": stats.read(store.base),
+        "old_layouts": [{"directory": str(path), "size": size} for path, size in old],
+    }
+    if as_json:
+        print(json.dumps(state))
+        return 0
+    print(f"Cache location: {store.root}")
+    print(f"Wheels: {state['wheels']}")
+    print(f"Size: {usage.format_size(state['size'])}")
+    print(f"Max size: {usage.format_size(cap) if cap is not None else 'none'} (PIPGUARD_CACHE_MAX_SIZE)")
+    print(f"Locks held or waited for: {state['locks']}")
+    print("\n".join(_counts_lines(state["local"])))
+    _remote_info(store)
+    for path, size in old:
+        print(f"Old layout: {path} ({usage.format_size(size)}), unused by this pipguard: pipguard guard cache prune")
+    return 0
+
+
+def _counts_lines(counts: dict[str, float]) -> list[str]:
+    """The local counts as ``info`` and ``stats`` print them."""
+    return [
+        "Local: " + ", ".join(f"{int(counts[name])} {name}" for name in usage.COUNTS),
+        f"Time waited: {usage.format_seconds(counts['waited_seconds'])}",
+        f"Time saved: {usage.format_seconds(counts['saved_seconds'])} (build time of the wheels reused)",
+    ]
 
 
 def after_pip_cache(args: list[str]) -> None:
@@ -254,18 +332,11 @@ def after_pip_cache(args: list[str]) -> None:
         kept = f" ({len(entries) - removed} in use, kept)" if removed < len(entries) else ""
         sys.stderr.write(f"pipguard: removed {removed} wheel{'s' if removed != 1 else ''} from its own cache{kept}\n")
         return
-    size = sum(int(e.manifest.get("size", 0)) for e in entries)
+    size = sum(entry_size(e) for e in entries)
     sys.stderr.write(
         f"pipguard: its own cache, {store.root}, holds {len(entries)} wheel{'s' if len(entries) != 1 else ''}"
-        f" ({size / 1e3:.0f} kB): pipguard guard cache list\n"
+        f" ({usage.format_size(size)}): pipguard guard cache list\n"
     )
-
-
-def _created(entry: Entry) -> datetime.datetime:
-    try:
-        return datetime.datetime.fromisoformat(str(entry.manifest["created"]))
-    except (KeyError, ValueError):
-        return datetime.datetime.fromtimestamp(entry.wheel.stat().st_mtime, datetime.timezone.utc)
 
 
 def _remote_info(store: Store) -> None:

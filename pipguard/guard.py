@@ -83,6 +83,7 @@ class Pending:
                 self.release()
                 return reused
         self.holding.phase("building")
+        self.guard.store.building(self.plan.key)
         return None
 
     def lend(self) -> None:
@@ -132,7 +133,8 @@ class CacheGuard:
         self.timeout, complaint = settings.lock_timeout()
         _progress, progress_complaint = settings.progress_override()
         job_count, jobs_complaint = settings.jobs()
-        for message in (complaint, progress_complaint, jobs_complaint):
+        self.store.max_size, size_complaint = settings.cache_max_size()
+        for message in (complaint, progress_complaint, jobs_complaint, size_complaint):
             if message:
                 warn(message)
         self.budget = jobs.budget_from_environment(job_count, os.environ.get("MAKEFLAGS", ""))
@@ -162,6 +164,8 @@ class CacheGuard:
                 try:
                     self.store.prepare(settings.trusts_shared_cache())
                     self.store.clean_tmp()
+                    if self.store.read_only:
+                        warn(f"the build cache {self.store.root} is read-only here: using its wheels, not adding any")
                     self._ready = True
                     atexit.register(self._leave)
                 except CacheUnusable as exc:
@@ -224,9 +228,11 @@ class CacheGuard:
         self._to_remote(claimed.plan, built)
         return built
 
-    def _claim(self, plan: Plan) -> Result | Pending:
-        if plan.persistent and (entry := self.store.lookup(plan.key)):
+    def _claim(self, plan: Plan) -> Result | Pending | None:
+        if plan.persistent and (entry := self.store.reuse(plan.key)):
             return entry.wheel, plan.sha256
+        if self.store.read_only:
+            return None  # no lock to take, nowhere to publish: pip builds it, as plain pip
         stack = contextlib.ExitStack()
         try:
             holding = self._hold(plan, stack)
@@ -238,6 +244,7 @@ class CacheGuard:
             stack.close()
             return reused
         holding.end_wait("building it here" if holding.locked else "building it privately")
+        self.store.tally.add("misses")
         pending = Pending(self, plan, holding, stack)
         if threading.current_thread() is threading.main_thread():
             self._held[plan.lock_key] = pending
@@ -248,9 +255,13 @@ class CacheGuard:
         subject = locks.Subject("build", plan.lock_key, name, version, _display_source(plan.source))
         phase = "downloading" if plan.source.kind == "archive" and plan.archive is None else "preparing"
         lock_path, record_dir = self.store.lock_path(plan.lock_key), self.store.record_dir(plan.lock_key)
-        return stack.enter_context(
+        holding = stack.enter_context(
             locks.hold(lock_path, record_dir, subject, self.timeout, phase, self.stopping.is_set, self._on_wait)
         )
+        if holding.wait_started is not None:
+            self.store.tally.add("waits")
+            self.store.tally.add("waited_seconds", holding.waited)
+        return holding
 
     def _retake(self, pending: Pending) -> Path | None:
         """Take a lent lock back before pip builds: the wheel the process that took it built, if any."""
@@ -311,7 +322,7 @@ class CacheGuard:
                     self.store.handoffs.pin(outcome)
                     holding.end_wait(f"reusing the wheel {built_by} built")
                     return outcome.wheel, plan.sha256
-        if plan.persistent and (entry := self.store.lookup(plan.key)):
+        if plan.persistent and (entry := self.store.reuse(plan.key)):
             holding.end_wait(f"reusing the wheel {built_by} built")
             return entry.wheel, plan.sha256
         return None
@@ -454,6 +465,7 @@ class CacheGuard:
         holding.phase("queued")
         with self.budget.slot(self.stopping.is_set):
             holding.phase("building")
+            self.store.building(plan.key)
             return self._run_build(plan, holding)
 
     def _run_build(self, plan: Plan, holding: locks.Holding) -> Path:
@@ -491,7 +503,9 @@ class CacheGuard:
         return wheel
 
     def _leave(self) -> None:
-        """At exit: remove the handoffs this process made or used, unless someone still waits for them."""
+        """At exit: trim the cache and add this command's counts (Store.wind_up); remove the handoffs this
+        process made or used, unless someone still waits for them."""
+        self.store.wind_up()
         self.store.handoffs.unpin_all()
         for key, lock_key in self._handed:
             with contextlib.suppress(OSError):
@@ -518,7 +532,7 @@ class CacheGuard:
     @contextlib.contextmanager
     def _plain_lock(self, subject: locks.Subject, phase: str, outcome: str) -> Iterator[object]:
         """A lock with records and display but no cache; without a usable cache, no lock at all."""
-        if not self._usable():
+        if not self._usable() or self.store.read_only:
             yield None
             return
         with contextlib.ExitStack() as stack:

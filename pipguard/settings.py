@@ -60,6 +60,22 @@ def lock_timeout() -> tuple[float, str | None]:
     return value, None
 
 
+def cache_max_size() -> tuple[int | None, str | None]:
+    """``PIPGUARD_CACHE_MAX_SIZE`` in bytes (``0`` or ``none``: no cap), and a complaint if it is not a size
+    (then there is no cap: evicting on a value the user did not mean could throw away costly builds)."""
+    from pipguard.usage import DEFAULT_MAX_SIZE, parse_size
+
+    raw = (variable("PIPGUARD_CACHE_MAX_SIZE") or "").strip()
+    if not raw:
+        return DEFAULT_MAX_SIZE, None
+    if raw.lower() == "none":
+        return None, None
+    try:
+        return parse_size(raw) or None, None
+    except ValueError:
+        return None, f"ignoring PIPGUARD_CACHE_MAX_SIZE={raw!r}: not a size such as 10G, 500M or 20k; no cap"
+
+
 def progress_override() -> tuple[str | None, str | None]:
     """``PIPGUARD_PROGRESS`` (live, plain or off), and a complaint if it is something else."""
     raw = (variable("PIPGUARD_PROGRESS") or "").strip().lower()

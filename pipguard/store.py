@@ -8,13 +8,17 @@ Layout under the cache root::
     v1/records/<key>/*.json                  who holds and who waits (records.py)
     v1/handoffs/<key>/<stamp>/               outcomes handed to waiters only (handoff.py)
     v1/tmp/                                  builds in progress, on the same filesystem
+    v1/usage.jsonl                           counts of hits, misses, builds, ... (usage.py)
+    v1/trim.lock                             held by the one process trimming the cache to its cap
 
 An entry is built in ``tmp/``, verified, and renamed into place whole, so readers see either nothing or
 a complete entry. Every read checks the wheel's sha256 against the manifest; a damaged entry is moved
 aside and rebuilt. What is read is trusted only as far as trust.py allows: the way to the root and every
 directory of the layout no other user can change, shards and entries real directories of this user's,
 files regular ones. A process keeps a shared lock on each entry it hands to pip until it exits, and
-removal takes an exclusive one, so nothing in use is removed.
+removal takes an exclusive one, so nothing in use is removed. Every use of an entry sets its manifest's
+mtime (atime is unreliable: ``noatime``, ``relatime``): the size cap evicts the least recently used first.
+A cache this user cannot write is read only: its verified entries serve hits, and nothing is added.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zipfile
@@ -33,14 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard import trust
+from pipguard import trust, usage
 from pipguard.discard import discard
 from pipguard.errors import CacheUnusable, UntrustedCache
-from pipguard.flocks import keep_locked, try_lock, try_lock_path
+from pipguard.flocks import try_lock, try_lock_path
 from pipguard.handoff import Handoffs
 from pipguard.keys import file_sha256
 
-LAYOUT_DIR = "v1"
+LAYOUT_VERSION = 1
+LAYOUT_DIR = f"v{LAYOUT_VERSION}"
+TRIM_LOCK = "trim.lock"
 MANIFEST = "manifest.json"
 MANIFEST_LIMIT = 1 << 20  # a manifest is a few hundred bytes; anything this big is not one
 
@@ -67,7 +75,12 @@ class Store:
         self.tmp = self.base / "tmp"
         self.handoffs = Handoffs(self.base / "handoffs", self.tmp)
         self.shared = False  # PIPGUARD_TRUST_SHARED_CACHE, as prepare() was told
+        self.read_only = False  # a cache this user may read but not write: hits only (prepare() says)
         self._pins: list[int] = []
+        self.tally = usage.Tally()  # this process's counts, added to usage.jsonl at exit
+        self.max_size: int | None = None  # the cap wind_up trims to (PIPGUARD_CACHE_MAX_SIZE), None: none
+        self._grew = False
+        self._building: dict[str, float] = {}  # key -> when its build began (monotonic), for the manifest
 
     def prepare(self, trust_shared: bool) -> None:
         """Create the layout (private to this user) and refuse a cache other users could change."""
@@ -86,8 +99,9 @@ class Store:
                 trust.check_directory(directory, trust_shared)
         except OSError as exc:
             raise CacheUnusable(f"cannot check {exc.filename}: {exc.strerror or exc}") from exc
-        if not os.access(self.base, os.W_OK):
-            raise CacheUnusable(f"{self.base} is not writable")
+        # A cache another user (root, an image's build) filled and this one may only read still serves
+        # its verified entries; misses are plain pip's.
+        self.read_only = not all(os.access(directory, os.W_OK) for directory in self.layout())
 
     def layout(self) -> tuple[Path, ...]:
         """Every directory of the layout, outermost first: each is created, checked and read as such."""
@@ -118,12 +132,30 @@ class Store:
             except UntrustedCache as exc:
                 self._set_aside(part, str(exc))
                 return None
+        pin = self._pin(directory)
         try:
             entry = self._read(key, directory)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._set_aside(directory, f"{type(exc).__name__}: {exc}")
+            if pin is not None:
+                os.close(pin)
+            if os.path.lexists(directory):  # else removed (prune, the cap) while this looked: a miss
+                self._set_aside(directory, f"{type(exc).__name__}: {exc}")
             return None
-        self._pin(entry)
+        if pin is None:
+            return None  # removed and published again while this looked: the caller looks again
+        self._pins.append(pin)
+        _touch(directory / MANIFEST)
+        return entry
+
+    def reuse(self, key: str) -> Entry | None:
+        """:meth:`lookup` for an install that will use the entry: counted as a hit, with the build time
+        it saves."""
+        entry = self.lookup(key)
+        if entry is not None:
+            self.tally.add("hits")
+            seconds = entry.manifest.get("build_seconds")
+            if isinstance(seconds, (int, float)):
+                self.tally.add("saved_seconds", seconds)
         return entry
 
     def _read(self, key: str, directory: Path) -> Entry:
@@ -138,9 +170,23 @@ class Store:
             raise ValueError("manifest belongs to another key")
         return Entry(key=key, directory=directory, wheel=wheel, manifest=manifest)
 
-    def _pin(self, entry: Entry) -> None:
-        """Hold a shared lock on the entry until exit: removal must wait for this process."""
-        self._pins.append(keep_locked(entry.directory / MANIFEST, exclusive=False))
+    def _pin(self, directory: Path) -> int | None:
+        """A shared lock on the entry's manifest, held until exit, taken before the entry is read: a removal
+        (which needs an exclusive one) has either finished, and the entry is gone, or waits for this
+        process. None if there is no manifest, or it was moved aside while the lock was being taken."""
+        manifest = directory / MANIFEST
+        try:  # never a FIFO's open or a symlink's target: the manifest is read as trust.py allows only later
+            fd = os.open(manifest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with contextlib.suppress(OSError):
+            opened = os.fstat(fd)
+            if stat.S_ISREG(opened.st_mode):
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if os.path.samestat(opened, os.lstat(manifest)):
+                    return fd
+        os.close(fd)
+        return None
 
     def _set_aside(self, directory: Path, why: str) -> None:
         """Move a damaged entry out of the way atomically, then delete it."""
@@ -153,17 +199,24 @@ class Store:
     # --- writing ---------------------------------------------------------------------------------
 
     def new_build_dir(self) -> Path:
-        return Path(tempfile.mkdtemp(prefix="build-", dir=self.tmp))
+        """A private directory for a download or build: in ``tmp/``, on the cache's filesystem (publishing
+        renames from there), or the system's where the cache is read-only (nothing is published then)."""
+        return Path(tempfile.mkdtemp(prefix="build-", dir=None if self.read_only else self.tmp))
+
+    def building(self, key: str) -> None:
+        """The build of ``key`` starts now: its duration goes into the manifest (the time a hit saves)."""
+        self._building[key] = time.monotonic()
 
     def publish(self, key: str, wheel: Path, source: dict[str, Any]) -> Entry:
         """Move a verified wheel into place as the entry for ``key`` (or return the one already there)."""
         check_wheel(wheel)
+        started = self._building.pop(key, None)
         staging = Path(tempfile.mkdtemp(prefix="publish-", dir=self.tmp))
         try:
             staged = staging / wheel.name
             shutil.move(wheel, staged)
             manifest = {
-                "layout": 1,
+                "layout": LAYOUT_VERSION,
                 "key": key,
                 "wheel": wheel.name,
                 "sha256": file_sha256(staged),
@@ -171,6 +224,9 @@ class Store:
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "source": source,
             }
+            if started is not None:
+                manifest["build_seconds"] = round(time.monotonic() - started, 3)
+                self.tally.add("builds")
             _write_synced(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
             _fsync_path(staged)
             target = self.entry_dir(key)
@@ -191,6 +247,7 @@ class Store:
         entry = self.lookup(key)
         if entry is None:
             raise CacheUnusable(f"entry {key[:12]} vanished right after publishing")
+        self._grew = True
         return entry
 
     # --- maintenance (guard cache) ---------------------------------------------------------------
@@ -225,9 +282,65 @@ class Store:
             os.close(fd)
         return True
 
+    def trim(self, max_size: int) -> int | None:
+        """Remove the least recently used entries until the wheels take ``max_size`` bytes at most; how many
+        went (entries in use stay), or None if another process is trimming (it does the same job)."""
+        if not self.wheels.is_dir():
+            return 0
+        try:
+            fd = os.open(self.base / TRIM_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return None
+        try:
+            if not try_lock(fd, exclusive=True):
+                return None
+            entries = sorted(self.entries(), key=last_used)
+            total = sum(entry_size(entry) for entry in entries)
+            evicted = 0
+            for entry in entries:
+                if total <= max_size:
+                    break
+                if self.remove(entry):
+                    total -= entry_size(entry)
+                    evicted += 1
+            self.tally.add("evictions", evicted)
+            return evicted
+        finally:
+            os.close(fd)
+
+    def wind_up(self) -> None:
+        """At the end of a command: trim to the cap if this command added to the cache (a command that only
+        reused entries never walks it), then add this process's counts. Never raises: a cache that cannot
+        be trimmed or counted costs nothing but the trim and the counts."""
+        with contextlib.suppress(OSError):
+            if self._grew and self.max_size is not None:
+                self.trim(self.max_size)
+            self.tally.flush(self.base)
+
+    def old_layouts(self) -> list[tuple[Path, int]]:
+        """Layout directories of older pipguards (``v0/`` beside ``v1/``) this one no longer reads, with the
+        bytes each takes. Newer ones are left alone: a newer pipguard on this machine still uses them."""
+        found = []
+        with contextlib.suppress(OSError):
+            for child in sorted(self.root.iterdir()):
+                version = child.name[1:]
+                if child.name.startswith("v") and version.isdigit() and int(version) < LAYOUT_VERSION:
+                    if child.is_dir() and not child.is_symlink():
+                        found.append((child, _tree_size(child)))
+        return found
+
+    def remove_old_layouts(self) -> list[tuple[Path, int]]:
+        """Remove what :meth:`old_layouts` finds (moved aside whole first); what was removed."""
+        removed = []
+        for directory, size in self.old_layouts():
+            with contextlib.suppress(OSError):
+                discard(directory, self.root)  # the root: it exists even where this layout does not yet
+                removed.append((directory, size))
+        return removed
+
     def clean_tmp(self, older_than: float = 3600.0) -> None:
         """Remove leftovers of builds whose process died (kept locked by live builders)."""
-        if not self.tmp.is_dir():
+        if self.read_only or not self.tmp.is_dir():
             return
         now = time.time()
         for child in self.tmp.iterdir():
@@ -241,6 +354,35 @@ class Store:
             except OSError:
                 continue
         self.handoffs.sweep(older_than)
+
+
+def last_used(entry: Entry) -> float:
+    """When a process last looked the entry up to use it (its manifest's mtime; 0 if it cannot say)."""
+    try:
+        return (entry.directory / MANIFEST).lstat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def entry_size(entry: Entry) -> int:
+    """The bytes the entry's wheel takes, as its manifest says (what the size cap counts)."""
+    size = entry.manifest.get("size", 0)
+    return size if isinstance(size, int) else 0
+
+
+def _touch(path: Path) -> None:
+    """Mark a use; a cache this process may not write to just keeps the older time."""
+    with contextlib.suppress(OSError):
+        os.utime(path, follow_symlinks=False)
+
+
+def _tree_size(directory: Path) -> int:
+    total = 0
+    for parent, _dirs, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_size
+    return total
 
 
 def in_use(build_dir: Path) -> bool:
