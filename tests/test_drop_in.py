@@ -161,3 +161,15 @@ def test_pinned_sdists_built_ahead_show_as_plain_pips_builds_not_as_cache_hits(w
     assert "Using cached" not in guarded.stdout
     assert _masked(guarded.stdout) == _masked(plain.stdout)
     assert guarded.stderr == ""
+
+
+def test_a_failed_build_ahead_is_reported_in_pips_build_step_after_the_others(world: World, dists: Dists) -> None:
+    """One of two pinned sdists built ahead fails: the other is built and named, the failure is shown
+    where pip shows its own, and the failed one is not built a second time."""
+    env = {"PIPGUARD_JOBS": "2", "FIXTURE_FAIL_BUILD": "alpha"}
+    guarded, plain = _side_by_side(world, "--index-url", dists.index.url, "alpha==1.0", "beta==1.0", env=env)
+    assert guarded.returncode == plain.returncode == 1
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert "Successfully built beta" in guarded.stdout and "Failed to build alpha" in guarded.stdout
+    assert world.hooks("build_wheel", "alpha") == 2  # once through pipguard, once through plain pip
+    assert "failed-wheel-build-for-install" in guarded.stderr and "Failed building wheel for alpha" in guarded.stderr

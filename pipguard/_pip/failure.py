@@ -48,7 +48,7 @@ class ReplayedBuildFailure(DiagnosticPipError):
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         from pip._vendor.rich.text import Text
 
-        body = _child_block(self.report)
+        body = child_block(self.report)
         if body:
             yield Text(body)
         if self.report.stage != "wheel":
@@ -59,7 +59,7 @@ class ReplayedBuildFailure(DiagnosticPipError):
             yield Text(f"ERROR: {CommandError('Failed to build one or more wheels')}")
 
 
-def _child_block(report: BuildReport) -> str:
+def child_block(report: BuildReport) -> str:
     """The child's standard error, without its command-specific summary after a wheel build failed."""
     lines = report.stderr.rstrip("\n").splitlines()
     if report.stage == "wheel":

@@ -128,6 +128,8 @@ class Seam:
     ahead: Ahead | None = None  # builds started once pip read the requirements, by link URL
     heard: dict[str, list[str]] = field(default_factory=dict)  # what pip logged of a download ahead, by URL
     shown_ahead: list[tuple[str, replay.Transcript]] = field(default_factory=list)  # for pip's build step
+    failed_ahead: dict[str, BuildReport] = field(default_factory=dict)  # by URL: reported in pip's build step
+    prepared: list[str] = field(default_factory=list)  # names, in the order pip prepared them
     _guard: Guard | None = None
 
     @property
@@ -154,7 +156,7 @@ class Seam:
         result = None
         if self.ahead is not None and link.url in self.ahead:
             ahead = self.ahead
-            result = self._ask_guard(lambda: ahead.result(link.url))
+            result = self._ask_guard(lambda: self._built_ahead(ahead, link.url))
         elif self.options is not None and self.command is not None and not self._dry_run():
             source = describe.source_for(factory, link, name, self.template, self.options)
             if source is not None:
@@ -165,6 +167,17 @@ class Seam:
                     self.claims[link.url] = claimed
         self.found[link.url] = result
         return result
+
+    def _built_ahead(self, ahead: Ahead, url: str) -> tuple[Path, str | None] | None:
+        """The build ahead of ``url``; one whose wheel failed to build is left to pip to prepare, and its
+        failure is reported in pip's build step, after every other build (as plain pip reports it)."""
+        try:
+            return ahead.result(url)
+        except BuildFailed as exc:
+            if exc.report.stage != "wheel":
+                raise
+            self.failed_ahead[url] = exc.report
+            return None
 
     def release(self, url: str) -> None:
         """pip will not build ``url`` after all (its own cache had it, or the command ends)."""
@@ -311,6 +324,10 @@ def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
         if req.editable:
             with _editable_tree_lock(seam, req):
                 return original(req, *args, **kwargs)
+        failed = seam.failed_ahead.pop(req.link.url, None) if req.link is not None else None
+        if failed is not None:  # built ahead, and failed: shown as pip shows its own failure, not built again
+            replay.show_failure(failed)
+            return None
         claim = seam.claims.pop(req.link.url, None) if req.link is not None else None
         if claim is None:
             return original(req, *args, **kwargs)
@@ -339,6 +356,9 @@ def _build_one(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
 
 def _log_preparing_link(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
     def log_preparing_link(self: Any, req: InstallRequirement) -> None:
+        name = getattr(req, "name", None)  # pipguard's own header (describe._announce) has none
+        if name and name not in seam.prepared:
+            seam.prepared.append(str(name))
         transcript = seam.transcript_for(req)
         if transcript is None:
             return original(self, req)
@@ -356,7 +376,7 @@ def _build_step(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
         ahead, seam.shown_ahead = seam.shown_ahead, []
         if not ahead:
             return original(requirements, *args, **kwargs)
-        return replay.merged_build(original, list(requirements), ahead, *args, **kwargs)
+        return replay.merged_build(original, list(requirements), ahead, seam.prepared, *args, **kwargs)
 
     return build
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from pipguard.errors import BuildReport
 
 _BUILDING = "Building wheels for collected packages:"
 _ENDS = ("Successfully built ", "Failed to build ")
@@ -59,6 +62,20 @@ def show(lines: tuple[str, ...]) -> None:
             logger.info("%s", line)
 
 
+def show_failure(report: BuildReport) -> None:
+    """A build ahead that failed, in pip's build step: its build lines, then its error block on stderr."""
+    from pipguard._pip.failure import child_block
+
+    transcript = parse(report.stdout, [])
+    logger = logging.getLogger("pip._internal.wheel_builder")
+    for line in transcript.building if transcript is not None else ():
+        logger.info("%s", line)
+    block = child_block(report)
+    if block:
+        sys.stderr.write(block + "\n")
+        sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def heard_here() -> Iterator[list[str]]:
     """What pip logs in this thread (a download ahead), kept from the console to be shown in place."""
@@ -85,23 +102,38 @@ def merged_build(
     original: Callable[..., tuple[list[Any], list[Any]]],
     requirements: list[Any],
     ahead: list[tuple[str, Transcript]],
+    order: list[str],
     *args: Any,
     **kwargs: Any,
 ) -> tuple[list[Any], list[Any]]:
-    """pip's build step with the builds ahead in it: one header, their blocks, pip's own builds, one
-    summary (``Successfully built`` / ``Failed to build``), as plain pip prints them."""
+    """pip's build step with the builds ahead in it, in the order pip prepared them all: one header, each
+    build's block (theirs replayed, pip's own built here), one summary (``Successfully built`` / ``Failed
+    to build``), as plain pip prints them."""
     from pip._internal.utils.logging import indent_log
 
+    rank = {name: i for i, name in enumerate(order)}
+    steps: list[tuple[str, Any]] = [(name, transcript) for name, transcript in ahead]
+    steps += [(str(req.name), req) for req in requirements]
+    steps.sort(key=lambda step: rank.get(step[0], len(rank)))
     logger = logging.getLogger("pip._internal.wheel_builder")
-    names = [name for name, _ in ahead] + [str(req.name) for req in requirements]
-    logger.info("%s %s", _BUILDING, ", ".join(names))
-    with indent_log():
-        for _name, transcript in ahead:
-            for line in transcript.building:
-                logger.info("%s", line)
+    logger.info("%s %s", _BUILDING, ", ".join(name for name, _ in steps))
+    built: list[str] = []
+    successes: list[Any] = []
+    failures: list[Any] = []
     with _without(logger, (_BUILDING, *_ENDS)):
-        successes, failures = original(requirements, *args, **kwargs)
-    logger.info("Successfully built %s", " ".join([name for name, _ in ahead] + [str(r.name) for r in successes]))
+        for name, step in steps:
+            if isinstance(step, Transcript):
+                with indent_log():  # pip's own build step indents its builds as much
+                    for line in step.building:
+                        logger.info("%s", line)
+                built.append(name)
+                continue
+            done, failed = original([step], *args, **kwargs)
+            successes += done
+            failures += failed
+            built += [str(req.name) for req in done]
+    if built:
+        logger.info("Successfully built %s", " ".join(built))
     if failures:
         logger.info("Failed to build %s", " ".join(str(r.name) for r in failures))
     return successes, failures
