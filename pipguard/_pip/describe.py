@@ -130,11 +130,10 @@ def wheel_project_name(wheel: Path) -> str:
     return str(headers.get("Name") or fallback).strip()
 
 
-def as_source(req: InstallRequirement) -> Any:
-    """What pip's header logger needs to name ``req`` by the source it was built from, as plain pip does."""
-    return types.SimpleNamespace(
-        link=req.cached_wheel_source_link, is_wheel_from_cache=False, req=req.req, comes_from=req.comes_from
-    )
+def header(link: Link, req: InstallRequirement) -> Any:
+    """What pip's header logger (``_log_preparing_link``) needs to name ``req`` by its source ``link``, as
+    plain pip names a source it is about to download or build (not a cached wheel)."""
+    return types.SimpleNamespace(link=link, is_wheel_from_cache=False, req=req.req, comes_from=req.comes_from)
 
 
 def _announce(factory: Factory, link: Link, template: InstallRequirement | None) -> None:
@@ -143,8 +142,7 @@ def _announce(factory: Factory, link: Link, template: InstallRequirement | None)
     pip logs a header once: when it prepares the cached wheel right after, it does not repeat it."""
     if template is None or template.req is None:
         return
-    header = types.SimpleNamespace(link=link, is_wheel_from_cache=False, req=template.req, comes_from=template.comes_from)
-    factory.preparer._log_preparing_link(header)
+    factory.preparer._log_preparing_link(header(link, template))
 
 
 def pinned_sdists(

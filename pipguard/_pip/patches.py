@@ -363,7 +363,7 @@ def _log_preparing_link(original: Callable[..., None], seam: Seam) -> Callable[.
         if transcript is None:
             return original(self, req)
         # pip's own header for the source (not "Using cached"), then what the build ahead printed for it.
-        original(self, describe.as_source(req))
+        original(self, describe.header(req.cached_wheel_source_link, req))
         replay.show(transcript.preparing)
         seam.shown_ahead.append((str(req.name), transcript))
         return None
