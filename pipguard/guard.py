@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipguard import builder, display, jobs, keys, locks, records, sandbox, settings
+from pipguard.buildenv import BuildEnvs
 from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildReport, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
@@ -147,6 +148,7 @@ class CacheGuard:
         self._remote: Tier | None = None
         self._remote_opened = False
         self._sandbox: sandbox.Sandbox | None = None  # a writer's builds run in it (sandbox.py)
+        self._envs: BuildEnvs | None = None
 
     def builds_at_once(self) -> int:
         """How many builds this process may run at once (PIPGUARD_JOBS, or 1 under make without a share)."""
@@ -177,6 +179,18 @@ class CacheGuard:
         if self._ready is not False:
             warn(f"not using the build cache ({exc}); going on as plain pip")
         self._ready = False
+
+    def build_envs(self) -> BuildEnvs | None:
+        """The kept isolated build environments (buildenv.py), or None without a usable cache."""
+        if not self._usable():
+            return None
+        if self._envs is None:
+            self._envs = BuildEnvs(self.store, self.timeout, self.stopping.is_set, self._awaited)
+        return self._envs
+
+    def _awaited(self) -> bool:
+        """Whether another process waits for a build whose lock this one holds."""
+        return any(_anyone_waiting(self.store.record_dir(key)) for key in list(self._held))
 
     # --- builds ----------------------------------------------------------------------------------
 

@@ -191,16 +191,28 @@ def _compiler(command: str, path: str) -> str:
 
 def cache_key(identity: dict[str, Any], options: dict[str, Any]) -> str:
     """The key of a wheel: source identity, build options, interpreter, build environment and toolchain."""
+    return _built_here({"source": identity, "options": options})
+
+
+def _built_here(material: dict[str, Any]) -> str:
+    """The key of something built on this interpreter: ``material`` with the layout, the interpreter, the
+    variables backends read and the compilers they would run."""
     return digest(
         {
             "layout": LAYOUT,
-            "source": identity,
-            "options": options,
+            **material,
             "interpreter": interpreter(),
             "env": build_environment(),
             "toolchain": toolchain(),
         }
     )
+
+
+def build_env_key(material: dict[str, Any]) -> str:
+    """The key of an isolated build environment: what pip's install into it is given (``material``, from
+    ``_pip/isolation.py``: requirements, the finder's options, pip's settings), the interpreter, and what a
+    build requirement built from source inside that install would be built with."""
+    return _built_here({"build_env": material})
 
 
 def tree_key(path: Path, subdirectory: str | None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Layout under the cache root::
     v1/records/<key>/*.json                  who holds and who waits (records.py)
     v1/handoffs/<key>/<stamp>/               outcomes handed to waiters only (handoff.py)
     v1/tmp/                                  builds in progress, on the same filesystem
+    v1/buildenvs/<k[:2]>/<key>/<id>/         kept isolated build environments (buildenv.py)
     v1/usage.jsonl                           counts of hits, misses, builds, ... (usage.py)
     v1/trim.lock                             held by the one process trimming the cache to its cap
 
@@ -51,6 +52,7 @@ LAYOUT_DIR = f"v{LAYOUT_VERSION}"
 TRIM_LOCK = "trim.lock"
 MANIFEST = "manifest.json"
 MANIFEST_LIMIT = 1 << 20  # a manifest is a few hundred bytes; anything this big is not one
+ENV_TREE = "tree"  # a kept build environment's files, beside its manifest
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class Store:
         self.locks = self.base / "locks"
         self.records = self.base / "records"
         self.tmp = self.base / "tmp"
+        # Made at the first environment kept (not part of the layout prepare() checks: an older cache, read
+        # only here, lacks it); its entries are removed, counted and trimmed with the wheels.
+        self.build_envs = self.base / "buildenvs"
         self.handoffs = Handoffs(self.base / "handoffs", self.tmp)
         self.shared = False  # PIPGUARD_TRUST_SHARED_CACHE, as prepare() was told
         self.read_only = False  # a cache this user may read but not write: hits only (prepare() says)
@@ -169,6 +174,18 @@ class Store:
         if manifest.get("key") != key:
             raise ValueError("manifest belongs to another key")
         return Entry(key=key, directory=directory, wheel=wheel, manifest=manifest)
+
+    def pin(self, directory: Path) -> bool:
+        """Keep ``directory`` (an entry with a manifest) from removal until exit; False if it is gone."""
+        fd = self._pin(directory)
+        if fd is None:
+            return False
+        self._pins.append(fd)
+        return True
+
+    def grew(self) -> None:
+        """Something was added: trim to the cap at the end of the command."""
+        self._grew = True
 
     def _pin(self, directory: Path) -> int | None:
         """A shared lock on the entry's manifest, held until exit, taken before the entry is read: a removal
@@ -268,6 +285,16 @@ class Store:
                     continue
         return found
 
+    def env_entries(self) -> list[Entry]:
+        """Every kept build environment, unverified, as an entry (its ``wheel`` is its tree)."""
+        found: list[Entry] = []
+        for manifest in sorted(self.build_envs.glob(f"*/*/*/{MANIFEST}")):
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(trust.read_regular(manifest, MANIFEST_LIMIT))
+                if isinstance(data, dict):
+                    found.append(Entry(str(data.get("key", "")), manifest.parent, manifest.parent / ENV_TREE, data))
+        return found
+
     def remove(self, entry: Entry) -> bool:
         """Remove an entry unless a live process uses it; True if removed."""
         try:
@@ -283,8 +310,9 @@ class Store:
         return True
 
     def trim(self, max_size: int) -> int | None:
-        """Remove the least recently used entries until the wheels take ``max_size`` bytes at most; how many
-        went (entries in use stay), or None if another process is trimming (it does the same job)."""
+        """Remove the least recently used entries (wheels and build environments) until they take
+        ``max_size`` bytes at most; how many went (entries in use stay), or None if another process is
+        trimming (it does the same job)."""
         if not self.wheels.is_dir():
             return 0
         try:
@@ -294,7 +322,7 @@ class Store:
         try:
             if not try_lock(fd, exclusive=True):
                 return None
-            entries = sorted(self.entries(), key=last_used)
+            entries = sorted(self.entries() + self.env_entries(), key=last_used)
             total = sum(entry_size(entry) for entry in entries)
             evicted = 0
             for entry in entries:

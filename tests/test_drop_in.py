@@ -7,21 +7,13 @@ and compares what they print, after masking what differs from run to run (sizes,
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from conftest import Dists, Result, World
 from support.hooklog import read_hooks
+from support.output import masked as _masked
 from support.processes import install_args
 from support.projects import make_project, make_sdist
-
-
-def _masked(text: str) -> str:
-    text = re.sub(r"sha256=[0-9a-f]{64}", "sha256=…", text)
-    text = re.sub(r"size=\d+", "size=…", text)
-    text = re.sub(r"Stored in directory: .*", "Stored in directory: …", text)
-    text = re.sub(r"_[0-9a-f]{32}", "_…", text)
-    return re.sub(r"/tmp/pip-[\w-]+", "/tmp/pip-…", text)
 
 
 def _side_by_side(world: World, *args: str, env: dict[str, str] | None = None) -> tuple[Result, Result]:

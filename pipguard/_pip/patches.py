@@ -28,6 +28,9 @@ The patch points, all in pip's install and wheel commands and their resolver:
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
   build in place, so they are locked by their path (never cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
+- ``build_env.SubprocessBuildEnvironmentInstaller.install`` (pip 25.3's module, pip 26.3's package, the
+  same class): a build's requirements installed into its isolated prefix are kept once and copied into
+  later builds' prefixes (isolation.py, buildenv.py).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import describe, failure, replay
+from pipguard._pip import describe, failure, isolation, replay
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -62,6 +65,8 @@ if TYPE_CHECKING:
     from pip._internal.network.session import PipSession
     from pip._internal.req.req_install import InstallRequirement
     from pip._internal.resolution.resolvelib.factory import Factory
+
+    from pipguard.buildenv import BuildEnvs
 
 
 T = TypeVar("T")
@@ -109,6 +114,9 @@ class Guard(Protocol):
 
     def builds_at_once(self) -> int:
         """The job budget of this process: building ahead is worth it only above 1."""
+
+    def build_envs(self) -> BuildEnvs | None:
+        """The kept isolated build environments, or None (pip installs each one, as plain pip)."""
 
     def stop(self) -> None:
         """End every build and wait in flight at once (the command failed or is interrupted)."""
@@ -238,6 +246,16 @@ class Seam:
             return False
         hashed = self.options.require_hashes or (self.template is not None and self.template.has_hash_options)
         return bool(self.options.cache_dir or hashed)
+
+    def build_envs(self) -> BuildEnvs | None:
+        """The kept build environments for this command: none outside install and wheel, and none under
+        ``--no-cache-dir`` (nothing of the command is to be kept)."""
+        if self.options is None or self.command is None or not getattr(self.options, "cache_dir", None):
+            return None
+        try:
+            return self.guard.build_envs()
+        except MACHINERY_ERRORS:
+            return None
 
     def _dry_run(self) -> bool:
         return self.command == "install" and bool(getattr(self.options, "dry_run", False))
@@ -423,6 +441,13 @@ def _get_requirements(original: Callable[..., Any], seam: Seam) -> Callable[...,
     return get_requirements
 
 
+def _build_deps_install(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
+    def install(self: Any, requirements: Any, prefix: Any, *, kind: str, for_req: Any) -> None:
+        return isolation.install(original, self, requirements, prefix, kind, for_req, seam.build_envs(), seam.options)
+
+    return install
+
+
 def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
         result = seam.wheel_for(self, link, name)
@@ -469,6 +494,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
+    Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_deps_install),
 )
 
 

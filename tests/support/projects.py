@@ -18,7 +18,7 @@ BACKEND_FILE = Path(__file__).resolve().parent.parent / "fixtures" / "backend" /
 
 PYPROJECT = """\
 [build-system]
-requires = []
+requires = {requires}
 build-backend = "fixture_backend"
 backend-path = ["_backend"]
 """
@@ -40,14 +40,20 @@ def normalized(name: str) -> str:
 
 
 def make_project(root: Path, name: str, version: str = "1.0",
-                 dependencies: Sequence[str] = (), modules: int = 1) -> Path:
-    """Write a buildable source tree at root/<name>-<version>/ and return it."""
+                 dependencies: Sequence[str] = (), modules: int = 1,
+                 build_requires: Sequence[str] = ()) -> Path:
+    """Write a buildable source tree at root/<name>-<version>/ and return it.
+
+    ``build_requires`` go into pyproject's ``requires`` (pip installs them into the isolated build
+    environment; the in-tree backend does not need them, its hook log says which it sees)."""
     project = Path(root) / f"{name}-{version}"
     project.mkdir(parents=True, exist_ok=False)
     meta = {"name": name, "version": version,
             "dependencies": list(dependencies), "modules": modules}
+    if build_requires:
+        meta["build_requires"] = list(build_requires)
     (project / "fixture.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (project / "pyproject.toml").write_text(PYPROJECT)
+    (project / "pyproject.toml").write_text(PYPROJECT.format(requires=json.dumps(list(build_requires))))
     (project / "_backend").mkdir()
     shutil.copyfile(BACKEND_FILE, project / "_backend" / "fixture_backend.py")
     for rel, data in backend().package_files(meta).items():
@@ -62,3 +68,11 @@ def make_sdist(project_dir: Path, dist_dir: Path) -> Path:
     dist_dir = Path(dist_dir)
     dist_dir.mkdir(parents=True, exist_ok=True)
     return dist_dir / backend().write_sdist(project_dir, dist_dir)
+
+
+def make_wheel(dist_dir: Path, name: str, version: str = "1.0") -> Path:
+    """The wheel the backend would build for a fresh project ``name`` ``version``, without a build."""
+    dist_dir = Path(dist_dir)
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"name": name, "version": version, "dependencies": [], "modules": 1}
+    return dist_dir / backend()._write_wheel(str(dist_dir), meta, backend().package_files(meta))

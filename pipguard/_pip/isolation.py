@@ -1,0 +1,342 @@
+"""pip's isolated build environments made once (buildenv.py keeps them): the pip side.
+
+pip installs a build's requirements by running a second pip (``SubprocessBuildEnvironmentInstaller``)
+with ``install --prefix <temp> --ignore-installed`` and the finder's options. That install is wrapped:
+
+- :func:`plan` keys it on what the second pip is given and would read: the requirements, the finder's
+  index scope and selection options, build constraints (and, on pip 25.3 without them, the constraints
+  it inherits), the ``PIP_*`` variables and configuration files it reads, pip's version, the prefix's
+  layout. Whatever cannot be keyed safely is left to pip: venv isolation (``--use-feature=venv-isolation``,
+  another installer class altogether for ``inprocess-build-deps``), a requirement given by URL, a finder
+  for another interpreter or platform, one that ignores ``Requires-Python``, a lock file's pinned links.
+- On a miss pip installs, with its own output; then :func:`pins` reads what it installed and asks the
+  finder for each distribution, with the specifiers that required it (the requirements, and the
+  ``Requires-Dist`` of what was installed, markers evaluated): kept only if the finder picks exactly what
+  the second pip installed, which is how pip's resolver picks without backtracking.
+- On a hit the finder is asked again (:func:`still_picked`), as the second pip would ask it: only if it
+  still picks each recorded file is the environment copied. The parent's finder keeps its index pages for
+  the whole command, so this costs what the second pip's own requests would.
+
+What a reuse prints: pip's own spinner for the step (``Installing build dependencies ... done``, or
+``started`` / ``finished with status 'done'`` off a terminal), and at ``-v``, instead of the second pip's
+output, one line naming the distributions reused. The finder's own lines while it is asked are kept out
+of the console and ``--log``: plain pip's parent never asks it about build requirements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from optparse import Values
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipguard import display, keys
+from pipguard.errors import MACHINERY_ERRORS
+
+if TYPE_CHECKING:
+    from pip._internal.index.package_finder import PackageFinder
+    from pip._internal.models.link import Link
+
+    from pipguard.buildenv import BuildEnvs
+
+logger = logging.getLogger("pip._internal.build_env")
+
+# pip's variables that change nothing the second pip installs (where it caches, how it talks, what it
+# prints); every other PIP_* variable is part of the key.
+NEUTRAL_VARIABLES = frozenset(
+    f"PIP_{name}"
+    for name in (
+        "CACHE_DIR", "NO_CACHE_DIR", "DISABLE_PIP_VERSION_CHECK", "NO_INPUT", "DEFAULT_TIMEOUT", "TIMEOUT",
+        "RETRIES", "PROGRESS_BAR", "NO_COLOR", "VERBOSE", "QUIET", "LOG", "LOG_FILE", "CERT", "CLIENT_CERT",
+        "PROXY", "TRUSTED_HOST", "KEYRING_PROVIDER", "ROOT_USER_ACTION", "NO_WARN_SCRIPT_LOCATION",
+        "NO_WARN_CONFLICTS", "REQUIRE_VIRTUALENV", "CONFIG_FILE", "BUILD_TRACKER",
+    )
+)
+INHERITED_VARIABLES = ("_PIP_IN_BUILD_IGNORE_CONSTRAINTS",)
+
+_warned: list[str] = []
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One install pip is about to run into a build's prefix, and its key."""
+
+    key: str
+    requirements: list[str]
+    finder: PackageFinder
+
+
+def install(
+    original: Callable[..., None],
+    installer: Any,
+    requirements: Iterable[str],
+    prefix: Any,
+    kind: str,
+    for_req: Any,
+    envs: BuildEnvs | None,
+    options: Values | None,
+) -> None:
+    """pip's install of a build's requirements into ``prefix``, made once: a kept copy where the finder
+    still picks what it holds, else pip's own install (under the key's lock), kept afterwards."""
+    requirements = list(requirements)
+
+    def pip_install() -> None:
+        original(installer, requirements, prefix, kind=kind, for_req=for_req)
+
+    planned = None
+    if envs is not None:
+        try:
+            planned = plan(installer, requirements, prefix, options)
+        except Exception:  # noqa: BLE001 - anything pip's objects cannot tell: plain pip
+            planned = None
+    if envs is None or planned is None:
+        return pip_install()
+    target = Path(prefix.path)
+    if _reuse(envs, planned, target, kind):
+        return None
+    if envs.read_only:
+        return pip_install()
+    with contextlib.ExitStack() as stack:
+        try:
+            holding = stack.enter_context(envs.hold(planned.key, requirements))
+        except MACHINERY_ERRORS as exc:
+            _warn_once(f"installing build dependencies as plain pip ({type(exc).__name__}: {exc})")
+            return pip_install()
+        if holding is not None:
+            if _reuse(envs, planned, target, kind):
+                holding.end_wait("reusing the environment it made")
+                return None
+            holding.end_wait("installing it here")
+        asked = _Ask(planned)
+        pip_install()
+        _keep(envs, planned, asked, list(prefix.lib_dirs), target)
+    return None
+
+
+def _keep(envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], target: Path) -> None:
+    """Keep what pip just installed, if the finder picks exactly that; nothing of it may fail the build."""
+    try:
+        found = asked.pins(lib_dirs)
+        if found is not None:
+            envs.publish(planned.key, target, found)
+    except MACHINERY_ERRORS as exc:
+        _warn_once(f"not keeping the build environment ({type(exc).__name__}: {exc})")
+    except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
+        pass
+
+
+def plan(installer: Any, requirements: list[str], prefix: Any, options: Values | None) -> Plan | None:
+    """The key of pip's install of ``requirements`` into ``prefix``, or None where it cannot be keyed."""
+    from pip._internal.utils.packaging import get_requirement
+
+    from pipguard._pip import pip_version
+
+    finder: PackageFinder | None = getattr(installer, "finder", None)
+    if finder is None or not requirements or getattr(prefix, "venv_executable", None):
+        return None
+    if any(get_requirement(line).url for line in requirements):
+        return None
+    if finder.target_python.format_given() or getattr(finder, "_ignore_requires_python", False):
+        return None
+    if getattr(finder, "_locked_links", None):
+        return None
+    build_constraints = list(getattr(installer, "_build_constraints", None) or [])
+    constraints: list[str] = []
+    if not build_constraints and getattr(installer, "_build_constraint_feature_enabled", True) is False:
+        constraints = list(getattr(options, "constraints", None) or [])  # pip 25.3: inherited by the second pip
+    release_control = getattr(finder, "release_control", None)
+    material = {
+        "pip": pip_version(),
+        "requirements": sorted(requirements),
+        "layout": sorted(os.path.relpath(path, prefix.path) for path in (*prefix.lib_dirs, prefix.bin_dir)),
+        "indexes": finder.index_urls,  # only ever hashed into the key: they may carry tokens
+        "find_links": finder.find_links,
+        "no_binary": sorted(finder.format_control.no_binary),
+        "only_binary": sorted(finder.format_control.only_binary),
+        "prefer_binary": finder.prefer_binary,
+        "pre": getattr(finder, "allow_all_prereleases", None),
+        "release_control": release_control.get_ordered_args() if release_control is not None else None,
+        "uploaded_prior_to": str(getattr(finder, "uploaded_prior_to", None)),
+        "build_constraints": [_file_content(name) for name in build_constraints],
+        "constraints": [_file_content(name) for name in constraints],
+        "variables": _pip_variables(),
+        "config": [_file_content(name) for name in _config_files()],
+    }
+    return Plan(keys.build_env_key(material), requirements, finder)
+
+
+def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) -> list[dict[str, str]] | None:
+    """What pip installed in ``lib_dirs``, each distribution with the specifier that asked for it and the
+    file the finder picks for that specifier; None unless that file is of the version installed, for every
+    one, and the installed distributions are exactly those the requirements reach."""
+    from pip._internal.metadata import get_environment
+    from pip._vendor.packaging.specifiers import SpecifierSet
+    from pip._vendor.packaging.utils import canonicalize_name
+
+    from pip._internal.utils.packaging import get_requirement
+
+    dists = {dist.canonical_name: dist for dist in get_environment(lib_dirs).iter_all_distributions()}
+    wanted: dict[str, tuple[SpecifierSet, frozenset[str]]] = {}
+    walked: dict[str, frozenset[str]] = {}
+    todo = [get_requirement(line) for line in requirements]
+    todo = [req for req in todo if req.marker is None or req.marker.evaluate({"extra": ""})]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if req.url or name not in dists:
+            return None
+        specifier, extras = wanted.get(name, (SpecifierSet(), frozenset()))
+        wanted[name] = (specifier & req.specifier, extras | frozenset(req.extras))
+        if walked.get(name) != wanted[name][1]:
+            walked[name] = wanted[name][1]
+            todo.extend(dists[name].iter_dependencies(sorted(walked[name])))
+    if set(wanted) != set(dists):
+        return None
+    found = []
+    for name, (specifier, _extras) in sorted(wanted.items()):
+        best = finder.find_best_candidate(name, specifier).best_candidate
+        if best is None or best.version != dists[name].version:
+            return None
+        found.append(
+            {
+                "name": name,
+                "version": str(best.version),
+                "specifier": str(specifier),
+                "file": best.link.filename,
+                "link": link_identity(best.link),
+            }
+        )
+    return found
+
+
+def still_picked(finder: PackageFinder, recorded: list[dict[str, str]]) -> bool:
+    """Whether the finder, asked as the second pip would ask it, picks each recorded file today."""
+    from pip._vendor.packaging.specifiers import SpecifierSet
+
+    for pin in recorded:
+        best = finder.find_best_candidate(pin["name"], SpecifierSet(pin["specifier"])).best_candidate
+        if best is None or link_identity(best.link) != pin["link"]:
+            return False
+    return True
+
+
+def link_identity(link: Link) -> str:
+    """A file as the finder offers it: its URL and hash (only their digest is kept: URLs carry tokens); a
+    local file (``--find-links``) also by size, mtime and inode, since a file there may be replaced."""
+    material: list[Any] = [link.url_without_fragment, link.hash_name, link.hash]
+    if link.is_file:
+        info = os.stat(link.file_path)
+        material += [info.st_size, info.st_mtime_ns, info.st_ino]
+    return keys.digest(material)
+
+
+# --- the two paths -----------------------------------------------------------------------------------
+
+
+def _reuse(envs: BuildEnvs, planned: Plan, target: Path, kind: str) -> bool:
+    """Copy a kept environment the finder still agrees with into ``target``, showing pip's own spinner."""
+    from pip._internal.cli.spinners import open_spinner
+    from pip._internal.utils.logging import VERBOSE
+
+    try:
+        entries = envs.candidates(planned.key)
+    except MACHINERY_ERRORS as exc:
+        _warn_once(f"not using kept build environments ({type(exc).__name__}: {exc})")
+        return False
+    for entry in entries:
+        try:
+            with _unlogged():
+                agreed = still_picked(planned.finder, entry.pins)
+        except MACHINERY_ERRORS + (ValueError, KeyError):
+            continue
+        except Exception:  # noqa: BLE001 - the index cannot tell now: pip's own install says why
+            return False
+        if not agreed:
+            continue
+        try:
+            copied = envs.use(entry, target)
+        except MACHINERY_ERRORS as exc:
+            _warn_once(f"not using kept build environments ({type(exc).__name__}: {exc})")
+            return False
+        if copied:
+            with open_spinner(f"Installing {kind}"):
+                logger.log(VERBOSE, "pipguard: reused the build environment %s (%s)", entry.directory.name, entry.label)
+            return True
+    return False
+
+
+class _Ask:
+    """The finder's picks for the requirements themselves, asked in a thread while the second pip runs
+    (it reads the same index pages: the parent's copy costs no time then); the rest after it ran."""
+
+    def __init__(self, planned: Plan) -> None:
+        self.planned = planned
+        self._thread = threading.Thread(target=self._ask, name="pipguard-build-env-picks", daemon=True)
+        self._thread.start()
+
+    def _ask(self) -> None:
+        from pip._internal.utils.packaging import get_requirement
+
+        with contextlib.suppress(Exception), _unlogged():
+            for line in self.planned.requirements:
+                req = get_requirement(line)
+                self.planned.finder.find_best_candidate(req.name, req.specifier)
+
+    def pins(self, lib_dirs: list[str]) -> list[dict[str, str]] | None:
+        self._thread.join()
+        with _unlogged():
+            return pins(self.planned.finder, self.planned.requirements, lib_dirs)
+
+
+@contextlib.contextmanager
+def _unlogged() -> Iterator[None]:
+    """Keep what this thread logs (the finder's page fetches, its skipped links) out of pip's console
+    and ``--log``: plain pip's parent never asks the finder about build requirements."""
+    me = threading.get_ident()
+    handlers = logging.getLogger().handlers
+
+    def others(record: logging.LogRecord) -> bool:
+        return record.thread != me
+
+    for handler in handlers:
+        handler.addFilter(others)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(others)
+
+
+def _warn_once(message: str) -> None:
+    if not _warned:
+        _warned.append(message)
+        display.warn(message)
+
+
+def _file_content(name: str) -> str:
+    """A file named in pip's settings, by content (a missing one by its name)."""
+    path = Path(name)
+    try:
+        return keys.file_sha256(path)
+    except OSError:
+        return f"unreadable: {name}"
+
+
+def _pip_variables() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if (name.startswith("PIP_") and name not in NEUTRAL_VARIABLES) or name in INHERITED_VARIABLES
+    }
+
+
+def _config_files() -> list[str]:
+    """Every configuration file the second pip reads (it is never ``--isolated``)."""
+    from pip._internal.configuration import Configuration
+
+    return [name for _kind, names in Configuration(isolated=False).iter_config_files() for name in names if os.path.isfile(name)]

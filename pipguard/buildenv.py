@@ -1,0 +1,324 @@
+"""Isolated build environments made once: pip's install of a build's requirements, kept in the cache and
+given to each later build as a private copy.
+
+For every sdist it builds in isolation, pip installs the build's requirements (``setuptools>=40.8.0``)
+into a new temp prefix by running a second pip, which starts an interpreter, asks the index, downloads
+and unpacks: most of a small build. The same requirements mostly resolve to the same files, so pipguard
+keeps the result. The first build that needs them lets pip install them, under a lock on their key, and
+the prefix is copied into the cache before any build code has run in it; later builds get a copy of that
+copy in their own prefix, which pip deletes afterwards as it deletes its own. A copy, never a link: a
+backend that writes into its environment (patches setuptools, drops a file into site-packages) changes
+its own copy only.
+
+Which entry fits is decided in two steps (the pip side is ``_pip/isolation.py``). The key
+(``keys.build_env_key``) is what pip's install is given: the requirements, the finder's options, the
+interpreter. Under one key, each entry records the distributions it holds, the file each came from and
+the specifier that asked for it; an entry is used only if pip's finder still picks each of those very
+files today, so a new release on the index (or a new file in ``--find-links``) makes a new entry, never a
+stale environment. Old entries of a key are left to the size cap and ``prune``, as wheels are.
+
+Layout (under the store's ``v1/``)::
+
+    buildenvs/<k[:2]>/<key>/<id>/manifest.json   what the entry holds, its files' digest, no URLs
+    buildenvs/<k[:2]>/<key>/<id>/tree/           the prefix as pip's install left it
+
+An entry is written in ``tmp/`` and renamed into place whole. Each use checks, while copying, that every
+directory and file is one no other user can change (trust.py) and that the tree's sha256 is the one its
+manifest recorded: a damaged entry is set aside and pip installs as plain pip would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipguard import keys, locks, trust
+from pipguard.discard import discard
+from pipguard.errors import BuildStopped, UntrustedCache
+from pipguard.redact import redact
+from pipguard.store import ENV_TREE as TREE
+from pipguard.store import MANIFEST, MANIFEST_LIMIT, Store
+
+CHUNK = 1 << 20
+SHEBANG_HEAD = 1024  # a script's interpreter is named in its first line (or the second, pip's /bin/sh form)
+
+
+class Unkeepable(Exception):
+    """What pip installed is not a plain tree of files and directories: it is not kept."""
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One kept environment: its directory and its manifest (already checked to be this key's)."""
+
+    directory: Path
+    manifest: dict[str, Any]
+
+    @property
+    def pins(self) -> list[dict[str, str]]:
+        """Each distribution it holds: name, version, specifier, file name and the file's identity."""
+        return list(self.manifest["pins"])
+
+    @property
+    def label(self) -> str:
+        """The distributions, as a line of pip's log names them (``setuptools-84.2.1``)."""
+        return ", ".join(f"{pin['name']}-{pin['version']}" for pin in self.pins)
+
+
+class BuildEnvs:
+    """The kept environments of one cache, for one command (guard.CacheGuard makes it)."""
+
+    def __init__(self, store: Store, timeout: float, stopping: Callable[[], bool], awaited: Callable[[], bool]) -> None:
+        self.store = store
+        self.root = store.build_envs
+        self.timeout = timeout
+        self._stopping = stopping
+        self._awaited = awaited  # another process waits for a build this one holds: never wait then
+
+    @property
+    def read_only(self) -> bool:
+        return self.store.read_only
+
+    def key_dir(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def candidates(self, key: str) -> list[EnvEntry]:
+        """The readable entries of ``key``, most recently used first (nothing is pinned or copied yet)."""
+        key_dir = self.key_dir(key)
+        for part in (self.root, key_dir.parent, key_dir):
+            try:
+                trust.check_directory(part, self.store.shared)
+            except FileNotFoundError:
+                return []
+            except UntrustedCache as exc:
+                self._set_aside(part, str(exc))
+                return []
+        found = []
+        for directory in sorted(key_dir.iterdir()):
+            try:
+                trust.check_directory(directory, self.store.shared)
+                manifest = json.loads(trust.read_regular(directory / MANIFEST, MANIFEST_LIMIT))
+                _check_manifest(manifest, key)
+                used = os.lstat(directory / MANIFEST).st_mtime
+            except FileNotFoundError:
+                continue  # removed or being removed meanwhile
+            except (OSError, ValueError, KeyError, TypeError, UntrustedCache) as exc:
+                self._set_aside(directory, f"{type(exc).__name__}: {exc}")
+                continue
+            found.append((used, EnvEntry(directory, manifest)))
+        return [entry for _used, entry in sorted(found, key=lambda pair: -pair[0])]
+
+    def use(self, entry: EnvEntry, prefix: Path) -> bool:
+        """Copy ``entry`` into ``prefix`` (which must not exist yet); False, with nothing left at ``prefix``,
+        if the entry was removed meanwhile or is damaged (then it is set aside)."""
+        if not self.store.pin(entry.directory):
+            return False
+        try:
+            digest = _copy_tree(entry.directory / TREE, prefix, self.store.shared, _shebang_fix(entry.manifest))
+            if digest != entry.manifest["tree_sha256"]:
+                raise ValueError("its files do not match its manifest")
+        except (OSError, ValueError, UntrustedCache, Unkeepable) as exc:
+            shutil.rmtree(prefix, ignore_errors=True)
+            if isinstance(exc, FileNotFoundError) and not entry.directory.exists():
+                return False  # removed (prune, the cap) while this copied it
+            self._set_aside(entry.directory, f"{type(exc).__name__}: {exc}")
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(entry.directory / MANIFEST, follow_symlinks=False)  # last use, for the size cap
+        return True
+
+    # --- the lock --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hold(self, key: str, requirements: list[str]) -> Iterator[locks.Holding | None]:
+        """The lock of ``key`` while pip installs into a new environment; None if this process goes on
+        without it: the wait timed out (locks.py warns), or another process waits for a build this one
+        holds (waiting here could close a circle of waits, and that process must not wait longer for an
+        environment than its install takes). Either way pip installs, as plain pip would."""
+        gave_way = False
+
+        def stop() -> bool:
+            nonlocal gave_way
+            gave_way = gave_way or self._awaited()
+            return gave_way or self._stopping()
+
+        what = redact(", ".join(requirements))
+        subject = locks.Subject("build", key, "build environment", "", what)
+        with contextlib.ExitStack() as stack:
+            try:
+                holding = stack.enter_context(
+                    locks.hold(self.store.lock_path(key), self.store.record_dir(key), subject, self.timeout, "installing", stop)
+                )
+            except BuildStopped:
+                if not gave_way:
+                    raise
+                yield None
+                return
+            if holding.wait_started is not None:
+                self.store.tally.add("waits")
+                self.store.tally.add("waited_seconds", holding.waited)
+            yield holding if holding.locked else None
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def publish(self, key: str, prefix: Path, pins: list[dict[str, str]]) -> None:
+        """Keep a copy of the prefix pip's install just made (before any build code ran in it) as an entry
+        of ``key``; an entry with the same distributions already there is kept instead."""
+        staging = Path(tempfile.mkdtemp(prefix="env-", dir=self.store.tmp))
+        try:
+            files, size, digest = _snapshot(prefix, staging / TREE)
+            manifest = {
+                "layout": keys.LAYOUT,
+                "key": key,
+                "pins": pins,
+                "executable": sys.executable,
+                "files": files,
+                "size": size,
+                "tree_sha256": digest,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+            target = self.key_dir(key) / keys.digest(pins)[:16]
+            for directory in (self.root, target.parent.parent, target.parent):
+                directory.mkdir(mode=0o700, exist_ok=True)
+            try:
+                os.rename(staging, target)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                return  # another process kept the same distributions first
+            self.store.grew()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _set_aside(self, directory: Path, why: str) -> None:
+        from pipguard.display import warn
+
+        warn(f"build environment {directory.name[:12]} in the cache is damaged ({why}); not using it")
+        with contextlib.suppress(OSError):
+            discard(directory, self.store.tmp)
+
+
+def _check_manifest(manifest: Any, key: str) -> None:
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        raise ValueError("manifest belongs to another key")
+    pins = manifest["pins"]
+    if not isinstance(pins, list) or not pins or not all(isinstance(pin, dict) for pin in pins):
+        raise ValueError("manifest names no distributions")
+    for pin in pins:
+        for field in ("name", "version", "specifier", "link"):
+            if not isinstance(pin.get(field), str):
+                raise ValueError(f"a distribution without {field}")
+    if not isinstance(manifest["tree_sha256"], str) or not isinstance(manifest["executable"], str):
+        raise ValueError("manifest without a digest")
+
+
+# --- trees: walked, copied and hashed in one pass ----------------------------------------------------
+
+
+def _shebang_fix(manifest: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """Scripts name the interpreter of the environment that installed them; another environment of the same
+    interpreter build reuses the entry, and its copy names its own."""
+    made_by = manifest["executable"]
+    return None if made_by == sys.executable else (os.fsencode(made_by), os.fsencode(sys.executable))
+
+
+def _snapshot(source: Path, target: Path) -> tuple[int, int, str]:
+    """Copy the tree pip installed into the cache, private to this user: (files, bytes, digest)."""
+    files = size = 0
+    digest = hashlib.sha256()
+
+    def copy(relative: str, src: int, mode: int) -> None:
+        nonlocal files, size
+        files += 1
+        size += os.fstat(src).st_size
+        _copy_file(src, target / relative, 0o700 if mode & 0o111 else 0o600, digest, relative, mode, None)
+
+    _walk(source, target, copy, lambda path: path.mkdir(mode=0o700), check=None)
+    return files, size, digest.hexdigest()
+
+
+def _copy_tree(source: Path, target: Path, shared: bool, fix: tuple[bytes, bytes] | None) -> str:
+    """Copy a kept tree into a build's prefix; the digest of what was read (to compare with the manifest)."""
+    digest = hashlib.sha256()
+
+    def copy(relative: str, src: int, mode: int) -> None:
+        _copy_file(src, target / relative, 0o755 if mode & 0o111 else 0o644, digest, relative, mode, fix)
+
+    _walk(source, target, copy, lambda path: path.mkdir(), check=lambda path, info: trust.check_private(path, info, shared))
+    return digest.hexdigest()
+
+
+def _walk(
+    source: Path,
+    target: Path,
+    copy: Callable[[str, int, int], None],
+    make_dir: Callable[[Path], None],
+    check: Callable[[Path, os.stat_result], None] | None,
+) -> None:
+    """Every directory and regular file below ``source``, in a fixed order (the digest depends on it);
+    anything else (a symlink, a FIFO) is :class:`Unkeepable`."""
+    make_dir(target)
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        directory = source / relative if relative else source
+        if check is not None:
+            check(directory, os.lstat(directory))
+        with os.scandir(directory) as scan:
+            children = sorted(scan, key=lambda child: child.name)
+        for child in children:
+            path = f"{relative}/{child.name}" if relative else child.name
+            if child.is_dir(follow_symlinks=False):
+                make_dir(target / path)
+                pending.append(path)
+            elif child.is_file(follow_symlinks=False):
+                fd = trust.open_regular(child.path)
+                try:
+                    info = os.fstat(fd)
+                    if check is not None:
+                        check(Path(child.path), info)
+                    copy(path, fd, info.st_mode)
+                finally:
+                    os.close(fd)
+            else:
+                raise Unkeepable(f"{path} is neither a file nor a directory")
+
+
+def _copy_file(
+    src: int, target: Path, mode: int, digest: Any, relative: str, src_mode: int, fix: tuple[bytes, bytes] | None
+) -> None:
+    """Copy one file, adding its name, kind and content to ``digest``; keep its mtime (compiled modules are
+    valid only for the source's), and fix a script's interpreter line if asked."""
+    digest.update(f"\0{relative}\0{'x' if src_mode & 0o111 else '-'}\0".encode())
+    info = os.fstat(src)
+    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        first = True
+        while block := os.read(src, CHUNK):
+            digest.update(block)
+            if first and fix is not None and block.startswith(b"#!"):
+                head, rest = block[:SHEBANG_HEAD], block[SHEBANG_HEAD:]
+                lines = head.split(b"\n", 2)
+                lines[:2] = [line.replace(fix[0], fix[1]) for line in lines[:2]]
+                block = b"\n".join(lines) + rest
+            first = False
+            view = memoryview(block)
+            while view:
+                view = view[os.write(out, view):]
+        os.utime(out, ns=(info.st_atime_ns, info.st_mtime_ns))
+    finally:
+        os.close(out)

@@ -1,0 +1,124 @@
+"""A build environment is made once: pip's install of a build's requirements into its isolated prefix is
+kept in pipguard's cache and copied into later builds' prefixes, never stale, never shared by reference.
+
+Each test has an index of its own on 127.0.0.1 serving ``helperpkg`` (a wheel, the build requirement) and
+sdists whose pyproject requires it. Jobs are separate processes with pip caches of their own
+(``World.another_job``), so a download the index counts is one pip's own install would have made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Result, World
+from support.hooklog import read_hooks
+from support.index import IndexServer
+from support.output import masked
+from support.processes import install_args
+from support.projects import make_project, make_sdist, make_wheel
+
+REQUIREMENT = "helperpkg>=1"
+HELPER = "helperpkg"
+
+
+@dataclass
+class Site:
+    """The test's own index: its directory (a test may publish a release there) and the server."""
+
+    directory: Path
+    index: IndexServer
+
+    def release(self, version: str) -> None:
+        make_wheel(self.directory, HELPER, version)
+
+    def downloads(self, version: str) -> int:
+        return self.index.hits.get(f"/files/{HELPER}-{version}-py3-none-any.whl", 0)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    directory = tmp_path / "index"
+    trees = tmp_path / "trees"
+    for name in ("usera", "userb", "userc"):
+        make_sdist(make_project(trees, name, build_requires=[REQUIREMENT]), directory)
+    make_wheel(directory, HELPER, "1.0")
+    with IndexServer(directory) as index:
+        yield Site(directory, index)
+
+
+def _install(world: World, site: Site, job: str, name: str, *options: str, env: dict[str, str] | None = None) -> Result:
+    venv = world.venv(f"{job}-{name}")
+    result = world.pipguard(*install_args(venv, site.index.url, name, options=options), env={**world.another_job(job), **(env or {})})
+    assert result.returncode == 0, result.output
+    return result
+
+
+def _seen_by(world: World, project: str) -> set[str | None]:
+    """The versions of the build requirement the project's hooks imported."""
+    return {record["sees"][HELPER] for record in read_hooks(world.hook_log) if record["project"] == project}
+
+
+def test_two_builds_with_the_same_build_requirements_install_them_once(any_pip_world: World, site: Site) -> None:
+    world = any_pip_world
+    first = _install(world, site, "one", "usera")
+    second = _install(world, site, "two", "userb")
+    assert site.downloads("1.0") == 1  # the second job's pip would have downloaded it again into its own cache
+    assert _seen_by(world, "usera") == _seen_by(world, "userb") == {"1.0"}
+    assert len(world.store.env_entries()) == 1
+    for result in (first, second):
+        assert "Installing build dependencies: finished with status 'done'" in result.stdout
+        assert result.stderr == ""
+
+
+def test_a_reuse_shows_pips_own_step_and_at_v_says_what_it_reused(world: World, site: Site) -> None:
+    _install(world, site, "one", "usera")
+    verbose = _install(world, site, "two", "userb", "-v")
+    assert "pipguard: reused the build environment" in verbose.stdout and f"({HELPER}-1.0)" in verbose.stdout
+    assert "Running command installing build dependencies" not in verbose.stdout  # no second pip ran
+    assert site.downloads("1.0") == 1
+
+
+def test_a_build_that_writes_into_its_environment_leaves_the_kept_one_as_it_was(world: World, site: Site) -> None:
+    _install(world, site, "one", "usera", env={"FIXTURE_SCRIBBLE_BUILD_ENV": "1"})
+    scribbler = [r for r in read_hooks(world.hook_log) if r["project"] == "usera"]
+    assert scribbler[-1]["hook"] == "build_wheel_end" and scribbler[-1]["sees"][HELPER] == "scribbled"
+    _install(world, site, "two", "userb", env={"FIXTURE_SCRIBBLE_BUILD_ENV": "1"})
+    _install(world, site, "three", "userc")
+    for project in ("userb", "userc"):
+        hooks = [r for r in read_hooks(world.hook_log) if r["project"] == project and r["hook"] != "build_wheel_end"]
+        assert {r["sees"][HELPER] for r in hooks} == {"1.0"}, hooks  # as kept, not as the build before left it
+        assert {r["sees"]["scribbled_marker"] for r in hooks} == {None}
+    assert site.downloads("1.0") == 1 and len(world.store.env_entries()) == 1
+
+
+def test_a_new_release_of_the_build_requirement_makes_a_new_environment(world: World, site: Site) -> None:
+    _install(world, site, "one", "usera")
+    site.release("2.0")
+    _install(world, site, "two", "userb")
+    assert _seen_by(world, "usera") == {"1.0"} and _seen_by(world, "userb") == {"2.0"}
+    _install(world, site, "three", "userc")
+    assert _seen_by(world, "userc") == {"2.0"} and site.downloads("2.0") == 1
+    assert sorted(e.manifest["pins"][0]["version"] for e in world.store.env_entries()) == ["1.0", "2.0"]
+
+
+def test_a_reused_environment_prints_exactly_what_plain_pip_prints(any_pip_world: World, site: Site) -> None:
+    world = any_pip_world
+    _install(world, site, "one", "usera")
+    args = install_args(world.venv("guarded"), site.index.url, "userb")
+    guarded = world.pipguard(*args, env=world.another_job("two"))
+    plain = world.pip(*install_args(world.venv("plain"), site.index.url, "userb"), env=world.another_job("plain"))
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert masked(guarded.stdout).splitlines() == masked(plain.stdout).splitlines()
+    assert guarded.stderr == plain.stderr == ""
+    assert site.downloads("1.0") == 2  # the first job's, and plain pip's own
+
+
+def test_no_cache_dir_and_venv_isolation_are_left_to_pip(world: World, site: Site) -> None:
+    _install(world, site, "one", "usera", "--no-cache-dir")
+    assert world.store.env_entries() == []
+    _install(world, site, "two", "userb", "--use-feature", "venv-isolation")  # the newest pip has it
+    assert world.store.env_entries() == []
+    assert site.downloads("1.0") == 2
