@@ -38,7 +38,7 @@ _CACHE_ACTIONS = {
     "stats": "what the cache did since a reset (hits, misses, builds, waits, time saved); --reset to restart",
     "list": "list cached wheels (those matching PATTERN); --json for scripts",
     "remove": "remove cached wheels matching PATTERN, like pip cache remove",
-    "purge": "remove every cached wheel not in use",
+    "purge": "remove every cached wheel and build environment not in use",
     "prune": "remove wheels last used more than DAYS ago, the least recently used beyond SIZE, old layouts",
 }
 # Each `guard remote` action, likewise.
@@ -243,7 +243,7 @@ def _cache(store: Store, options: argparse.Namespace) -> int:
         if not chosen:  # as pip cache remove: a warning, and success
             sys.stderr.write(f"WARNING: No matching packages for pattern \"{options.pattern}\"\n")
     elif action == "purge":
-        chosen = entries
+        chosen = entries + store.env_entries()
     else:
         return _prune(store, entries, options.older_than, options.max_size)
     removed = sum(1 for e in chosen if store.remove(e))
@@ -261,7 +261,7 @@ def _prune(store: Store, entries: list[Entry], older_than: float | None, max_siz
     removed = kept = 0
     if older_than is not None:
         cutoff = time.time() - older_than * 86400
-        chosen = [e for e in entries if last_used(e) < cutoff]
+        chosen = [e for e in entries + store.env_entries() if last_used(e) < cutoff]
         removed = sum(1 for e in chosen if store.remove(e))
         kept = len(chosen) - removed
     if max_size is not None:
@@ -282,10 +282,13 @@ def _info(store: Store, entries: list[Entry], as_json: bool) -> int:
 
     cap, _complaint = settings.cache_max_size()
     old = store.old_layouts()
+    envs = store.env_entries()
     state = {
         "cache_dir": str(store.root),
         "wheels": len(entries),
         "size": sum(entry_size(e) for e in entries),
+        "build_envs": len(envs),
+        "build_envs_size": sum(entry_size(e) for e in envs),
         "max_size": cap,
         "locks": len(snapshot(store)["locks"]),
         "local": usage.read(store.base),
@@ -298,6 +301,7 @@ def _info(store: Store, entries: list[Entry], as_json: bool) -> int:
     print(f"Cache location: {store.root}")
     print(f"Wheels: {state['wheels']}")
     print(f"Size: {usage.format_size(state['size'])}")
+    print(f"Build environments: {state['build_envs']} ({usage.format_size(state['build_envs_size'])})")
     print(f"Max size: {usage.format_size(cap) if cap is not None else 'none'} (PIPGUARD_CACHE_MAX_SIZE)")
     print(f"Locks held or waited for: {state['locks']}")
     print("\n".join(_counts_lines(state["local"])))
@@ -327,6 +331,9 @@ def after_pip_cache(args: list[str]) -> None:
     if action not in ("purge", "remove", "info", "list") or not store.wheels.is_dir():
         return
     entries = [e for e in store.entries() if action in ("purge", "info") or _matches(e, pattern or "*")]
+    if action == "purge":  # as pip's purge empties every cache it has
+        for env in store.env_entries():
+            store.remove(env)
     if action in ("purge", "remove"):
         removed = sum(1 for e in entries if store.remove(e))
         kept = f" ({len(entries) - removed} in use, kept)" if removed < len(entries) else ""

@@ -8,6 +8,7 @@ sdists whose pyproject requires it. Jobs are separate processes with pip caches 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +123,15 @@ def test_no_cache_dir_and_venv_isolation_are_left_to_pip(world: World, site: Sit
     _install(world, site, "two", "userb", "--use-feature", "venv-isolation")  # the newest pip has it
     assert world.store.env_entries() == []
     assert site.downloads("1.0") == 2
+
+
+def test_kept_environments_are_counted_capped_and_purged_with_the_wheels(world: World, site: Site) -> None:
+    _install(world, site, "one", "usera")
+    info = json.loads(world.pipguard("guard", "cache", "info", "--json").stdout)
+    assert info["build_envs"] == 1 and info["build_envs_size"] > 0
+    assert world.pipguard("guard", "cache", "prune", "--max-size", "0").returncode == 0
+    assert world.store.env_entries() == []  # the process that kept it is gone: nothing holds it
+    _install(world, site, "two", "userb")
+    purged = world.pipguard("cache", "purge")
+    assert purged.returncode == 0, purged.output
+    assert world.store.env_entries() == [] and site.downloads("1.0") == 2
