@@ -308,7 +308,7 @@ def _copy_file(
     out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         first = True
-        while block := os.read(src, CHUNK):
+        while block := os.read(src, min(CHUNK, info.st_size + 1)):  # no 1 MB buffer for a 2 kB file
             digest.update(block)
             if first and fix is not None and block.startswith(b"#!"):
                 head, rest = block[:SHEBANG_HEAD], block[SHEBANG_HEAD:]

@@ -135,3 +135,15 @@ def test_kept_environments_are_counted_capped_and_purged_with_the_wheels(world: 
     purged = world.pipguard("cache", "purge")
     assert purged.returncode == 0, purged.output
     assert world.store.env_entries() == [] and site.downloads("1.0") == 2
+
+
+def test_builds_that_need_one_environment_at_once_make_it_once(world: World, site: Site) -> None:
+    """Whatever the timing: the first to miss installs under the environment's lock, the others wait for it
+    (or come later) and copy it."""
+    jobs = ["usera", "userb", "userc"]
+    cmds = [world.pipguard_cmd(*install_args(world.venv(f"at-once-{name}"), site.index.url, name)) for name in jobs]
+    procs = [world.start(cmd, f"at-once-{i}", env=world.another_job(f"at-once-{i}")) for i, cmd in enumerate(cmds)]
+    results = [proc.wait() for proc in procs]
+    assert all(result.returncode == 0 for result in results), [result.output for result in results]
+    assert site.downloads("1.0") == 1 and len(world.store.env_entries()) == 1
+    assert all(_seen_by(world, name) == {"1.0"} for name in jobs)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipguard import display, keys
-from pipguard.errors import MACHINERY_ERRORS
+from pipguard.errors import MACHINERY_ERRORS, BuildStopped
 
 if TYPE_CHECKING:
     from pip._internal.index.package_finder import PackageFinder
@@ -60,6 +60,7 @@ NEUTRAL_VARIABLES = frozenset(
 INHERITED_VARIABLES = ("_PIP_IN_BUILD_IGNORE_CONSTRAINTS",)
 
 _warned: list[str] = []
+_silenced: set[int] = set()  # threads whose log records pip's handlers drop (see _unlogged)
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,18 @@ def install(
     with contextlib.ExitStack() as stack:
         try:
             holding = stack.enter_context(envs.hold(planned.key, requirements))
+        except BuildStopped:
+            raise KeyboardInterrupt from None  # the command was interrupted while this waited
         except MACHINERY_ERRORS as exc:
             _warn_once(f"installing build dependencies as plain pip ({type(exc).__name__}: {exc})")
             return pip_install()
         if holding is not None:
             if _reuse(envs, planned, target, kind):
-                holding.end_wait("reusing the environment it made")
+                maker = holding.previous_holder
+                holding.end_wait(f"reusing the one {f'pid {maker.pid}' if maker else 'another process'} made")
                 return None
             holding.end_wait("installing it here")
+        _filter_handlers()  # before the thread that asks the finder starts
         asked = _Ask(planned)
         pip_install()
         _keep(envs, planned, asked, list(prefix.lib_dirs), target)
@@ -297,19 +302,25 @@ class _Ask:
 def _unlogged() -> Iterator[None]:
     """Keep what this thread logs (the finder's page fetches, its skipped links) out of pip's console
     and ``--log``: plain pip's parent never asks the finder about build requirements."""
+    _filter_handlers()
     me = threading.get_ident()
-    handlers = logging.getLogger().handlers
-
-    def others(record: logging.LogRecord) -> bool:
-        return record.thread != me
-
-    for handler in handlers:
-        handler.addFilter(others)
+    _silenced.add(me)
     try:
         yield
     finally:
-        for handler in handlers:
-            handler.removeFilter(others)
+        _silenced.discard(me)
+
+
+def _filter_handlers() -> None:
+    """Give each of pip's handlers the filter, once, from the main thread (a handler's filters must not
+    change while another thread logs through it: pip's own filters split stdout from stderr)."""
+    for handler in logging.getLogger().handlers:
+        if _quiet_threads not in handler.filters:
+            handler.addFilter(_quiet_threads)
+
+
+def _quiet_threads(record: logging.LogRecord) -> bool:
+    return record.thread not in _silenced
 
 
 def _warn_once(message: str) -> None:
