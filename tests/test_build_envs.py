@@ -147,3 +147,18 @@ def test_builds_that_need_one_environment_at_once_make_it_once(world: World, sit
     assert all(result.returncode == 0 for result in results), [result.output for result in results]
     assert site.downloads("1.0") == 1 and len(world.store.env_entries()) == 1
     assert all(_seen_by(world, name) == {"1.0"} for name in jobs)
+
+
+def test_an_index_token_reaches_no_file_of_a_kept_environment(world: World, tmp_path: Path) -> None:
+    directory = tmp_path / "private"
+    for name in ("usera", "userb"):
+        make_sdist(make_project(tmp_path / "private-trees", name, build_requires=[REQUIREMENT]), directory)
+    make_wheel(directory, HELPER, "1.0")
+    with IndexServer(directory, auth=("ci", "s3cret-build-token")) as index:
+        for job, name in (("one", "usera"), ("two", "userb")):
+            venv = world.venv(f"private-{job}")
+            result = world.pipguard(*install_args(venv, index.auth_url, name), env=world.another_job(job))
+            assert result.returncode == 0, result.output
+        assert index.hits.get(f"/files/{HELPER}-1.0-py3-none-any.whl") == 1
+    assert len(world.store.env_entries()) == 1
+    assert world.cache_files_containing(b"s3cret-build-token") == []
