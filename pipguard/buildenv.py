@@ -155,13 +155,11 @@ class BuildEnvs:
             gave_way = gave_way or self._awaited()
             return gave_way or self._stopping()
 
-        what = redact(", ".join(requirements))
-        subject = locks.Subject("build", key, "build environment", "", what)
+        subject = locks.Subject("build", key, "build environment", "", redact(", ".join(requirements)))
+        lock_path, record_dir = self.store.lock_path(key), self.store.record_dir(key)
         with contextlib.ExitStack() as stack:
             try:
-                holding = stack.enter_context(
-                    locks.hold(self.store.lock_path(key), self.store.record_dir(key), subject, self.timeout, "installing", stop)
-                )
+                holding = stack.enter_context(locks.hold(lock_path, record_dir, subject, self.timeout, "installing", stop))
             except BuildStopped:
                 if not gave_way:
                     raise
@@ -258,7 +256,10 @@ def _copy_tree(source: Path, target: Path, shared: bool, fix: tuple[bytes, bytes
     def copy(relative: str, src: int, mode: int) -> None:
         _copy_file(src, target / relative, 0o755 if mode & 0o111 else 0o644, digest, relative, mode, fix)
 
-    _walk(source, target, copy, lambda path: path.mkdir(), check=lambda path, info: trust.check_private(path, info, shared))
+    def check(path: Path, info: os.stat_result) -> None:
+        trust.check_private(path, info, shared)
+
+    _walk(source, target, copy, lambda path: path.mkdir(), check)
     return digest.hexdigest()
 
 

@@ -350,4 +350,5 @@ def _config_files() -> list[str]:
     """Every configuration file the second pip reads (it is never ``--isolated``)."""
     from pip._internal.configuration import Configuration
 
-    return [name for _kind, names in Configuration(isolated=False).iter_config_files() for name in names if os.path.isfile(name)]
+    files = Configuration(isolated=False).iter_config_files()
+    return [name for _kind, names in files for name in names if os.path.isfile(name)]
