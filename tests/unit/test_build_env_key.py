@@ -12,21 +12,16 @@ from collections.abc import Callable
 from optparse import Values
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from pip._internal.build_env import SubprocessBuildEnvironmentInstaller
-from pip._internal.index.collector import LinkCollector
-from pip._internal.index.package_finder import PackageFinder
-from pip._internal.index.sources import _FlatDirectorySource
-from pip._internal.models.format_control import FormatControl
-from pip._internal.models.search_scope import SearchScope
-from pip._internal.models.selection_prefs import SelectionPreferences
-from pip._internal.models.target_python import TargetPython
-from pip._internal.network.session import PipSession
 from support.projects import make_wheel
 
 from pipguard._pip import isolation
+
+if TYPE_CHECKING:  # pip is imported inside the tests: importing it first turns setuptools' distutils off
+    from pip._internal.index.package_finder import PackageFinder
+    from pip._internal.models.target_python import TargetPython
 
 REQUIREMENTS = ["helperpkg>=1"]
 
@@ -39,6 +34,13 @@ def _finder(
     target: TargetPython | None = None,
     ignore_requires_python: bool = False,
 ) -> PackageFinder:
+    from pip._internal.index.collector import LinkCollector
+    from pip._internal.index.package_finder import PackageFinder
+    from pip._internal.models.format_control import FormatControl
+    from pip._internal.models.search_scope import SearchScope
+    from pip._internal.models.selection_prefs import SelectionPreferences
+    from pip._internal.network.session import PipSession
+
     scope = SearchScope.create(find_links=list(find_links), index_urls=list(index_urls), no_index=not index_urls)
     prefs = SelectionPreferences(
         allow_yanked=True,
@@ -56,6 +58,8 @@ def _prefix(root: Path, venv_executable: str | None = None) -> Any:
 
 
 def _key(tmp_path: Path, finder: PackageFinder | None = None, requirements: list[str] | None = None, **installer: Any) -> str | None:
+    from pip._internal.build_env import SubprocessBuildEnvironmentInstaller
+
     made = SubprocessBuildEnvironmentInstaller(finder or _finder(), **installer)
     planned = isolation.plan(made, list(requirements or REQUIREMENTS), _prefix(tmp_path), Values({"constraints": []}))
     return planned.key if planned is not None else None
@@ -115,6 +119,9 @@ def test_where_pip_caches_and_how_it_talks_leave_the_key_alone(tmp_path: Path, m
 
 
 def test_what_cannot_be_keyed_is_left_to_pip(tmp_path: Path) -> None:
+    from pip._internal.build_env import SubprocessBuildEnvironmentInstaller
+    from pip._internal.models.target_python import TargetPython
+
     assert _key(tmp_path, requirements=["helperpkg @ https://index.invalid/helperpkg-1.0.tar.gz"]) is None
     assert _key(tmp_path, finder=_finder(target=TargetPython(platforms=["win_amd64"]))) is None
     assert _key(tmp_path, finder=_finder(ignore_requires_python=True)) is None
@@ -138,6 +145,8 @@ def test_a_kept_environment_is_used_only_while_the_finder_picks_its_files(tmp_pa
 def _links_finder(links: Path, monkeypatch: pytest.MonkeyPatch) -> PackageFinder:
     """A finder over the ``--find-links`` directory ``links`` as a new pip process sees it (pip keeps each
     directory's listing for the life of its process)."""
+    from pip._internal.index.sources import _FlatDirectorySource
+
     monkeypatch.setattr(_FlatDirectorySource, "_paths_to_urls", {})
     return _finder(index_urls=(), find_links=(str(links),))
 
