@@ -239,13 +239,13 @@ def _snapshot(source: Path, target: Path) -> tuple[int, int, str]:
     files = size = 0
     digest = hashlib.sha256()
 
-    def copy(relative: str, src: int, mode: int) -> None:
+    def copy(relative: str, src: int, info: os.stat_result) -> None:
         nonlocal files, size
         files += 1
-        size += os.fstat(src).st_size
-        _copy_file(src, target / relative, 0o700 if mode & 0o111 else 0o600, digest, relative, mode, None)
+        size += info.st_size
+        _copy_file(src, info, os.path.join(target, relative), 0o700 if info.st_mode & 0o111 else 0o600, digest, relative, None)
 
-    _walk(source, target, copy, lambda path: path.mkdir(mode=0o700), check=None)
+    _walk(str(source), str(target), copy, 0o700, check=None)
     return files, size, digest.hexdigest()
 
 
@@ -253,30 +253,31 @@ def _copy_tree(source: Path, target: Path, shared: bool, fix: tuple[bytes, bytes
     """Copy a kept tree into a build's prefix; the digest of what was read (to compare with the manifest)."""
     digest = hashlib.sha256()
 
-    def copy(relative: str, src: int, mode: int) -> None:
-        _copy_file(src, target / relative, 0o755 if mode & 0o111 else 0o644, digest, relative, mode, fix)
+    def copy(relative: str, src: int, info: os.stat_result) -> None:
+        _copy_file(src, info, os.path.join(target, relative), 0o755 if info.st_mode & 0o111 else 0o644, digest, relative, fix)
 
-    def check(path: Path, info: os.stat_result) -> None:
-        trust.check_private(path, info, shared)
+    def check(path: str, info: os.stat_result) -> None:
+        trust.check_private(Path(path), info, shared)
 
-    _walk(source, target, copy, lambda path: path.mkdir(), check)
+    _walk(str(source), str(target), copy, 0o777, check)
     return digest.hexdigest()
 
 
 def _walk(
-    source: Path,
-    target: Path,
-    copy: Callable[[str, int, int], None],
-    make_dir: Callable[[Path], None],
-    check: Callable[[Path, os.stat_result], None] | None,
+    source: str,
+    target: str,
+    copy: Callable[[str, int, os.stat_result], None],
+    dir_mode: int,
+    check: Callable[[str, os.stat_result], None] | None,
 ) -> None:
     """Every directory and regular file below ``source``, in a fixed order (the digest depends on it);
-    anything else (a symlink, a FIFO) is :class:`Unkeepable`."""
-    make_dir(target)
+    anything else (a symlink, a FIFO) is :class:`Unkeepable`. Paths are plain strings: a tree is hundreds
+    of files, and this is on the way of every build."""
+    os.mkdir(target, dir_mode)
     pending = [""]
     while pending:
         relative = pending.pop()
-        directory = source / relative if relative else source
+        directory = os.path.join(source, relative) if relative else source
         if check is not None:
             check(directory, os.lstat(directory))
         with os.scandir(directory) as scan:
@@ -284,15 +285,15 @@ def _walk(
         for child in children:
             path = f"{relative}/{child.name}" if relative else child.name
             if child.is_dir(follow_symlinks=False):
-                make_dir(target / path)
+                os.mkdir(os.path.join(target, path), dir_mode)
                 pending.append(path)
             elif child.is_file(follow_symlinks=False):
                 fd = trust.open_regular(child.path)
                 try:
                     info = os.fstat(fd)
                     if check is not None:
-                        check(Path(child.path), info)
-                    copy(path, fd, info.st_mode)
+                        check(child.path, info)
+                    copy(path, fd, info)
                 finally:
                     os.close(fd)
             else:
@@ -300,12 +301,11 @@ def _walk(
 
 
 def _copy_file(
-    src: int, target: Path, mode: int, digest: Any, relative: str, src_mode: int, fix: tuple[bytes, bytes] | None
+    src: int, info: os.stat_result, target: str, mode: int, digest: Any, relative: str, fix: tuple[bytes, bytes] | None
 ) -> None:
     """Copy one file, adding its name, kind and content to ``digest``; keep its mtime (compiled modules are
     valid only for the source's), and fix a script's interpreter line if asked."""
-    digest.update(f"\0{relative}\0{'x' if src_mode & 0o111 else '-'}\0".encode())
-    info = os.fstat(src)
+    digest.update(f"\0{relative}\0{'x' if info.st_mode & 0o111 else '-'}\0".encode())
     out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         first = True
