@@ -163,6 +163,9 @@ class BuildEnvs:
             except BuildStopped:
                 if not gave_way:
                     raise
+                from pipguard.display import info
+
+                info(f"not waiting for the {subject.what}: another process waits for this one; installing it here")
                 yield None
                 return
             if holding.wait_started is not None:
