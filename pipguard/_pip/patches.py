@@ -16,8 +16,11 @@ The patch points, all in pip's install and wheel commands and their resolver:
   ``--config-settings``), and the name of an unnamed requirement (``./tree``), learnt from the wheel built
   for it as if the user had written ``name @ url`` (pip would otherwise prepare it in-tree, unlocked).
 - ``RequirementCommand.get_requirements``: pip has read the command's requirements (arguments, ``-r`` and
-  ``-c`` files) and its finder is final. The pinned sdists among them start building in the background
-  (ahead.py); the cache lookup above then waits for the build in flight instead of starting another.
+  ``-c`` files) and its finder is final. The sdists its finder picks for them start building in the
+  background (ahead.py); the cache lookup above then waits for the build in flight instead of starting
+  another.
+- ``PipProvider.get_dependencies``: the resolver learnt a distribution's dependencies; the sdists among
+  them start building in the background too, before the resolver reaches them.
 - ``InstallCommand.run`` / ``WheelCommand.run``: the parsed options and which command runs; at its end,
   the background builds are waited for (or stopped, if the command failed or was interrupted).
 - ``RequirementPreparer.prepare_linked_requirement``: a claimed source pipguard downloaded to key it is
@@ -190,29 +193,53 @@ class Seam:
             self.release(url)
 
     def build_ahead(self, reqs: list[InstallRequirement], finder: PackageFinder, session: PipSession) -> None:
-        """Start building the command's pinned sdists in the background (see ahead.py)."""
+        """Start building the sdists the command asks for in the background (see ahead.py)."""
         options = self.options
-        if options is None or self.command is None or self._dry_run() or self.ahead is not None:
-            return
+        if options is not None and self._may_build_ahead():
+            installing = self._installing()
+            self._submit_ahead(lambda: describe.requested_sdists(reqs, finder, session, options, installing, self.heard))
+
+    def dependencies_ahead(self, requirements: list[Any], provider: Any) -> None:
+        """The resolver learnt these dependencies of a distribution: start building, in the background,
+        the sdists it will try first for them (see ahead.py)."""
+        options = self.options
+        if options is not None and self._may_build_ahead():
+            installing = self._installing()
+            self._submit_ahead(lambda: describe.dependency_sdists(requirements, provider, options, installing, self.heard))
+
+    def _may_build_ahead(self) -> bool:
+        if self.options is None or self.command is None or self._dry_run():
+            return False
         try:
-            if self.guard.builds_at_once() < 2:
-                return  # one build at a time anyway: each in turn, forked, as the resolver reaches it
+            return self.guard.builds_at_once() > 1  # one build at a time anyway: each as the resolver reaches it
         except MACHINERY_ERRORS:
-            return
-        installing = self.command == "install" and not (
+            return False
+
+    def _installing(self) -> bool:
+        """Whether pip keeps what is installed (not under ``--force-reinstall``, ``--ignore-installed``,
+        ``--target``, nor for ``wheel``)."""
+        options = self.options
+        return self.command == "install" and options is not None and not (
             options.force_reinstall or options.ignore_installed or options.target_dir
         )
+
+    def _submit_ahead(self, find: Callable[[], list[tuple[str, Source]]]) -> None:
+        """Build ahead what ``find`` names, unless the resolver met it already. One source alone gains
+        nothing (pip builds it as the resolver reaches it) unless other builds ahead are running beside it."""
         try:
-            sources = describe.pinned_sdists(reqs, finder, session, options, installing, self.heard)
+            found = find()
         except MACHINERY_ERRORS as exc:
             display.warn(f"not building ahead ({type(exc).__name__}: {exc})")
             return
         except Exception:  # noqa: BLE001 - pip's own error: its resolver meets it again and reports it in place
             return
-        if len(sources) > 1:  # one alone gains nothing: pip builds it as the resolver reaches it
-            self.ahead = Ahead(self.guard, len(sources))
-            for url, source in sources:
-                self.ahead.submit(url, source)
+        sources = [(url, source) for url, source in found if url not in self.found and (self.ahead is None or url not in self.ahead)]
+        if not sources or (len(sources) == 1 and (self.ahead is None or not self.ahead.running())):
+            return
+        if self.ahead is None:
+            self.ahead = Ahead(self.guard)
+        for url, source in sources:
+            self.ahead.submit(url, source)
 
     def transcript_for(self, req: InstallRequirement) -> replay.Transcript | None:
         """What pipguard's build child printed for ``req``'s source, if it built it for this process (a
@@ -423,6 +450,18 @@ def _get_requirements(original: Callable[..., Any], seam: Seam) -> Callable[...,
     return get_requirements
 
 
+def _get_dependencies(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def get_dependencies(self: Any, candidate: Any) -> list[Any]:
+        # All of them first (pip makes them lazily, but making one asks nothing of the index): as the
+        # resolver adds each to its criteria it already asks for its first candidate's wheel, so the
+        # builds ahead must be under way before it sees the first.
+        learnt = list(original(self, candidate))
+        seam.dependencies_ahead(learnt, self)
+        return learnt
+
+    return get_dependencies
+
+
 def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
         result = seam.wheel_for(self, link, name)
@@ -468,6 +507,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.wheel:build", _build_step),
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
+    Patch(_INTERNAL + "resolution.resolvelib.provider:PipProvider.get_dependencies", _get_dependencies),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
 )
 
