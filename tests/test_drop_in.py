@@ -19,7 +19,8 @@ from support.projects import make_project, make_sdist
 def _masked(text: str) -> str:
     text = re.sub(r"sha256=[0-9a-f]{64}", "sha256=…", text)
     text = re.sub(r"size=\d+", "size=…", text)
-    text = re.sub(r"Stored in directory: .*", "Stored in directory: …", text)
+    # Each run's own pip cache; a temporary directory instead (not where pip keeps it) still shows.
+    text = re.sub(r"Stored in directory: (?!/tmp/pip-)\S*?/wheels/", "Stored in directory: <pip cache>/wheels/", text)
     text = re.sub(r"_[0-9a-f]{32}", "_…", text)
     return re.sub(r"/tmp/pip-[\w-]+", "/tmp/pip-…", text)
 
@@ -161,6 +162,20 @@ def test_pinned_sdists_built_ahead_show_as_plain_pips_builds_not_as_cache_hits(w
     assert "Using cached" not in guarded.stdout
     assert _masked(guarded.stdout) == _masked(plain.stdout)
     assert guarded.stderr == ""
+
+
+def test_unpinned_sdists_built_ahead_show_as_plain_pips_builds_and_land_in_pips_cache_too(world: World, dists: Dists) -> None:
+    """midpkg and alpha, unpinned, built ahead side by side (and midpkg's dependency leafpkg as soon as
+    the resolver learns it): shown as plain pip shows its builds, and their wheels kept in pip's own cache
+    where plain pip keeps them (``pip cache list``)."""
+    env = {"PIPGUARD_JOBS": "2"}
+    guarded, plain = _side_by_side(world, "--index-url", dists.index.url, "midpkg", "alpha", env=env)
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert {"midpkg", "leafpkg"} <= world.cached_projects()
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert guarded.stderr == ""
+    listed = [world.pip("cache", "list", env=cache).stdout for cache in ({}, {"PIP_CACHE_DIR": str(world.root / "plain-pip-cache")})]
+    assert "leafpkg-2.0" in listed[0] and listed[0] == listed[1]
 
 
 def test_a_failed_build_ahead_is_reported_in_pips_build_step_after_the_others(world: World, dists: Dists) -> None:

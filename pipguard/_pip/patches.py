@@ -390,9 +390,11 @@ def _log_preparing_link(original: Callable[..., None], seam: Seam) -> Callable[.
         if transcript is None:
             return original(self, req)
         # pip's own header for the source (not "Using cached"), then what the build ahead printed for it.
-        original(self, describe.header(req.cached_wheel_source_link, req))
+        source = req.cached_wheel_source_link
+        original(self, describe.header(source, req))
         replay.show(transcript.preparing)
-        seam.shown_ahead.append((str(req.name), transcript))
+        stored = _store_like_pip(source, Path(req.link.file_path), seam.options)
+        seam.shown_ahead.append((str(req.name), replay.stored_in(transcript, stored)))
         return None
 
     return log_preparing_link
@@ -562,6 +564,25 @@ def _name_requirement(template: InstallRequirement, link: Link, wheel: Path) -> 
     name = describe.wheel_project_name(wheel)
     template.req = get_requirement(f"{name} @ {link.url}")
     return canonicalize_name(name)
+
+
+def _store_like_pip(source: Link, wheel: Path, options: Values | None) -> str | None:
+    """Where plain pip would have stored its own build of ``source`` in its wheel cache, with the wheel
+    put there as plain pip leaves it (``pip cache list`` shows it, as after plain pip); None where pip
+    keeps no such wheel (no cache, or a file name without a version: an ephemeral directory)."""
+    from pip._internal.cache import WheelCache
+    from pip._internal.wheel_builder import _contains_egg_info
+
+    cache_dir = getattr(options, "cache_dir", None)
+    if not cache_dir or not _contains_egg_info(source.splitext()[0]):
+        return None
+    directory = WheelCache(cache_dir).get_path_for_link(source)
+    try:
+        _deliver(wheel, directory)
+    except OSError as exc:
+        display.warn(f"could not keep {wheel.name} in pip's cache too ({type(exc).__name__}: {exc})")
+        return None
+    return directory
 
 
 def _deliver(wheel: Path, output_dir: str) -> str:
