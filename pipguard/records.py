@@ -197,7 +197,8 @@ def _read_live(name: str, dir_fd: int) -> Participant | None:
     try:
         if not try_lock(fd):
             try:
-                return Participant(**json.loads(os.read(fd, RECORD_LIMIT)))
+                fields = json.loads(os.read(fd, RECORD_LIMIT))
+                return Participant(**{**fields, "parents": tuple(fields.get("parents", ()))})
             except (OSError, ValueError, TypeError):
                 return None
         # Lockable: its owner is gone. The name is never reused, so it is this dead record we remove.
