@@ -84,13 +84,14 @@ def hold(
     timeout: float,
     phase: str,
     stopping: Callable[[], bool] = lambda: False,
-    on_wait: Callable[[Participant | None], None] = lambda holder: None,
+    on_wait: Callable[[Participant | None], bool] = lambda holder: False,
 ) -> Iterator[Holding]:
     """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out.
 
     A wait ends with :class:`BuildStopped` as soon as ``stopping`` says so (the command is interrupted:
     a thread waiting in the background cannot get the KeyboardInterrupt itself). ``on_wait`` sees the
-    holder at each refresh of a wait (the guard breaks cycles of waits there)."""
+    holder at each refresh of a wait (the guard breaks cycles of waits there); True from it ends the wait
+    at once, without the lock and without a warning (the holder is blocked until this process ends)."""
     lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
     waited = 0.0
     wait_started: float | None = None
@@ -118,40 +119,49 @@ def hold(
             lock.release()
 
 
+def _acquire(lock: FileLock, timeout: float, cancel_check: Callable[[], bool]) -> bool:
+    try:
+        lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS, cancel_check=cancel_check)
+    except Timeout:
+        return False
+    return True
+
+
 def _wait(
     lock: FileLock,
     record_dir: Path,
     subject: Subject,
     timeout: float,
     stopping: Callable[[], bool],
-    on_wait: Callable[[Participant | None], None],
+    on_wait: Callable[[Participant | None], bool],
 ) -> tuple[bool, float, Participant | None, Progress | None]:
     waiter = Record(record_dir, _participant("waiter", subject, "waiting"))
     progress = Progress(subject.what, waiting=True)
     started = time.monotonic()
     last_refresh = 0.0
     holder: Participant | None = None
+    gave_way = False
 
     def refresh() -> bool:
-        nonlocal last_refresh, holder
+        nonlocal last_refresh, holder, gave_way
         now = time.monotonic()
-        if now - last_refresh >= REFRESH_SECONDS:
+        if now - last_refresh >= REFRESH_SECONDS and not gave_way:
             last_refresh = now
             everyone = records.read(record_dir)
             holder = next((p for p in everyone if p.role == "holder"), holder)
-            others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
-            progress.tick(holder, others)
-            on_wait(holder)
-        return stopping()
+            gave_way = on_wait(holder)
+            if not gave_way:
+                others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
+                progress.tick(holder, others)
+        return gave_way or stopping()
 
-    refresh()
     try:
-        lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS, cancel_check=refresh)
-        locked = True
-    except Timeout:
-        locked = False
+        locked = not refresh() and _acquire(lock, timeout, refresh)
     finally:
         waiter.remove()
+    if gave_way and not locked:
+        progress.pause()
+        return False, time.monotonic() - started, holder, None
     if not locked and stopping():
         progress.pause()
         raise BuildStopped(f"stopped waiting for {subject.what}")

@@ -49,6 +49,9 @@ class Participant:
     # The environment the process installs into (its sys.prefix, under the runner the target's): many
     # command lines read alike (``pip install x`` with $VIRTUAL_ENV), their environments do not.
     target: str = ""
+    # The pipguard processes blocked until this one ends (it installs their build dependencies): a wait of
+    # this process is a wait of theirs too (guard.py breaks cycles through them).
+    parents: tuple[int, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """The fields ``guard status --json`` shows for a holder or a waiter."""
@@ -77,6 +80,7 @@ def this_process(role: str, kind: str, key: str, name: str, version: str, source
         since=now_iso(),
         phase=phase,
         target=sys.prefix,
+        parents=settings.parents(),
     )
 
 
@@ -193,7 +197,8 @@ def _read_live(name: str, dir_fd: int) -> Participant | None:
     try:
         if not try_lock(fd):
             try:
-                return Participant(**json.loads(os.read(fd, RECORD_LIMIT)))
+                fields = json.loads(os.read(fd, RECORD_LIMIT))
+                return Participant(**{**fields, "parents": tuple(fields.get("parents", ()))})
             except (OSError, ValueError, TypeError):
                 return None
         # Lockable: its owner is gone. The name is never reused, so it is this dead record we remove.

@@ -31,6 +31,9 @@ The patch points, all in pip's install and wheel commands and their resolver:
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
   build in place, so they are locked by their path (never cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
+- ``call_subprocess`` as pip's build-environment installer calls it (``build_env.installer`` in pip 26,
+  ``build_env`` in 25.3): the child pip that installs build requirements runs through pipguard, so a build
+  requirement built from source is locked and cached too (build_deps.py).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import describe, failure, replay
+from pipguard._pip import build_deps, describe, failure, replay
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -481,18 +484,31 @@ def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[...
 
 @dataclass(frozen=True)
 class Patch:
-    """One attribute of pip (``module:Class.attr`` or ``module:function``) and the hook that wraps it."""
+    """One attribute of pip (``module:Class.attr`` or ``module:function``) and the hook that wraps it;
+    ``elsewhere``: where other pips of the supported range keep that same attribute (the first that
+    resolves is patched)."""
 
     target: str
     hook: Callable[[Any, Seam], Any]
+    elsewhere: tuple[str, ...] = ()
 
     def resolve(self) -> tuple[Any, str]:
-        module_name, _, path = self.target.partition(":")
-        owner: Any = importlib.import_module(module_name)
-        *parents, attr = path.split(".")
-        for parent in parents:
-            owner = getattr(owner, parent)
-        return owner, attr
+        *earlier, last = (self.target, *self.elsewhere)
+        for target in earlier:
+            with contextlib.suppress(ImportError, AttributeError):
+                return _resolve(target)
+        return _resolve(last)
+
+
+def _resolve(target: str) -> tuple[Any, str]:
+    module_name, _, path = target.partition(":")
+    owner: Any = importlib.import_module(module_name)
+    *parents, attr = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    if not hasattr(owner, attr):
+        raise AttributeError(f"{target} does not exist")
+    return owner, attr
 
 
 _INTERNAL = "pip._internal."
@@ -511,6 +527,9 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
     Patch(_INTERNAL + "resolution.resolvelib.provider:PipProvider.get_dependencies", _get_dependencies),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
+    Patch(
+        _INTERNAL + "build_env.installer:call_subprocess", build_deps.install_call, (_INTERNAL + "build_env:call_subprocess",)
+    ),
 )
 
 
