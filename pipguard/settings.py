@@ -51,6 +51,15 @@ CHILD_VARIABLES = (
 )
 
 
+# Set only in pipguard's own build child (builder.py): it builds one source whose lock its parent holds.
+BUILD_CHILD_VARIABLE = "PIPGUARD_BUILD_CHILD"
+
+
+def is_build_child() -> bool:
+    """Whether this process is pipguard's build child (only its build environments go through the seam)."""
+    return variable(BUILD_CHILD_VARIABLE) == "1"
+
+
 def parents() -> tuple[int, ...]:
     """The pipguard processes this one installs build dependencies for (outermost first); () at the top."""
     raw = variable(PARENTS_VARIABLE) or ""

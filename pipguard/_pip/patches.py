@@ -512,6 +512,13 @@ def _resolve(target: str) -> tuple[Any, str]:
 
 
 _INTERNAL = "pip._internal."
+# What a build child of pipguard's (a build ahead: ``pip wheel`` of one source whose lock its parent holds)
+# attaches: only its build environments go through pipguard; the source itself is its parent's business.
+BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
+    Patch(
+        _INTERNAL + "build_env.installer:call_subprocess", build_deps.install_call, (_INTERNAL + "build_env:call_subprocess",)
+    ),
+)
 PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
     Patch(_INTERNAL + "commands.wheel:WheelCommand.run", _command_run("wheel")),
@@ -527,9 +534,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
     Patch(_INTERNAL + "resolution.resolvelib.provider:PipProvider.get_dependencies", _get_dependencies),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
-    Patch(
-        _INTERNAL + "build_env.installer:call_subprocess", build_deps.install_call, (_INTERNAL + "build_env:call_subprocess",)
-    ),
+    *BUILD_ENVIRONMENT_PATCHES,
 )
 
 
@@ -559,13 +564,14 @@ def attach(make_guard: Callable[[], Guard], patches: tuple[Patch, ...] = PATCHES
     return detach
 
 
-def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None) -> int:
-    """pip's main in this process; with ``make_guard``, install and wheel go through the seam."""
+def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None, patches: tuple[Patch, ...] = PATCHES) -> int:
+    """pip's main in this process; with ``make_guard``, install and wheel go through the seam (its
+    ``patches``)."""
     from pipguard._pip import main
 
     if make_guard is not None:
         try:
-            attach(make_guard)
+            attach(make_guard, patches)
         except (SeamUnavailable, ImportError) as exc:
             display.warn(f"running plain pip: {exc}")
     return main(args)
