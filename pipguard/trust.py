@@ -13,9 +13,9 @@ worth something if no other local user can put anything there, or swap the path 
 
 A team's cache (``PIPGUARD_CACHE_GROUP``, a group this user is in) widens "this user or root" to the
 members of that one group, and nobody else: a directory or file whose group is the team's may belong to
-any member and be writable by the group, never by others. Only members can make such a thing (nobody
-may create a file in a directory only the group can write, nor give a file a group they are not in), so
-an outsider keeps every check above. Whatever pipguard makes there is the group's (mode 2770 or 0660, the
+any member and be writable by the group, never by others. Only members can make such a thing where only
+the group can write (nobody may give a file a group they are not in), so an outsider keeps every check
+above. Whatever pipguard makes there is the group's (mode 2770 or 0660, the
 team's gid, whatever the umask), so that every member can read it, lock it, and remove it.
 
 ``PIPGUARD_TRUST_SHARED_CACHE=1`` waives the owner and mode checks (a cache shared on purpose), never the
@@ -60,18 +60,14 @@ class Policy:
         """Why someone not trusted could change what ``info`` describes, or None."""
         if self.waived:
             return None
-        if not self.trusts_owner(info):
+        if not (trusted_owner(info.st_uid) or self._teams(info)):
             return "belongs to another user"
         if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and not self._teams(info)):
             return "can be written by other users"
         return None
 
-    def trusts_owner(self, info: os.stat_result) -> bool:
-        """Whether whoever owns what ``info`` describes is trusted (they can always change it)."""
-        return self.waived or trusted_owner(info.st_uid) or self._teams(info)
-
     def _teams(self, info: os.stat_result) -> bool:
-        """The team's: only a member can have made it, or given it the group."""
+        """The team's group: where only the group may write, only a member can have made it so."""
         return self.group is not None and info.st_gid == self.group
 
     @property
@@ -145,15 +141,16 @@ def check_ancestors(root: Path, policy: Policy) -> None:
     """Raise UntrustedCache if another user can swap ``root`` (or anything on the way to it) for another.
 
     Follows the path as the kernel resolves it, symlinks included, and checks every directory a name is
-    looked up in. A sticky directory others can write (``/tmp``) is fine if the next one is trusted: nobody
-    else may rename it there."""
+    looked up in. A sticky directory others can write (``/tmp``), this user's or root's, is fine if the
+    next one is this user's or root's: nobody else may rename it there. Not the team's: a member's group
+    is no proof there, since a setgid directory anyone can write gives its group to what anyone makes."""
     for directory, name in _lookups(os.path.abspath(root), 0):
         info = os.lstat(directory)
         problem = policy.problem(info)
         if problem is not None and not (
-            policy.trusts_owner(info)
-            and info.st_mode & stat.S_ISVTX
-            and policy.trusts_owner(os.lstat(os.path.join(directory, name)))
+            info.st_mode & stat.S_ISVTX
+            and trusted_owner(info.st_uid)
+            and trusted_owner(os.lstat(os.path.join(directory, name)).st_uid)
         ):
             raise UntrustedCache(f"{directory} (above the cache) {problem}; {SHARED_HINT}")
 

@@ -79,6 +79,25 @@ def test_another_users_file_is_trusted_only_if_it_is_the_teams(tmp_path: Path, t
     assert team.problem(described(tmp_path, 0o644, uid=OUTSIDER_UID, gid=OUTSIDER_UID)) == "belongs to another user"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory of another user's needs root to make")
+def test_in_a_sticky_directory_anyone_can_write_the_teams_group_proves_nothing(
+    tmp_path: Path, team: trust.Policy
+) -> None:
+    """Anyone can make a directory in a sticky world-writable one, and get the team's group there through a
+    setgid parent: the cache's root in it must be this user's or root's, as without a team."""
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chown(sticky, -1, TEAM)
+    sticky.chmod(0o3777)
+    planted = sticky / "cache"
+    planted.mkdir()
+    os.chown(planted, OUTSIDER_UID, TEAM)
+    planted.chmod(0o2770)
+    with pytest.raises(UntrustedCache, match="above the cache"):
+        Store(planted).prepare(trust_shared=False)
+    Store(sticky / "mine").prepare(trust_shared=False)  # this user's own, in the same directory: fine
+
+
 def test_a_group_named_but_unknown_refuses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPGUARD_CACHE_GROUP", "no-such-group-here")
     with pytest.raises(UntrustedCache, match="names no group"):
