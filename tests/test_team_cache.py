@@ -71,7 +71,7 @@ class Team:
 
 
 @pytest.fixture
-def team(any_user: AnyUser, tmp_path: Path) -> Iterator[Team]:
+def team(any_user: AnyUser) -> Iterator[Team]:
     root = Path(tempfile.mkdtemp(prefix="pipguard-team-", dir=tempfile.gettempdir()))
     root.chmod(0o755)
     scratch = root / "scratch"  # the fixture backend's hook log and gate marks, written by every uid
@@ -89,7 +89,7 @@ def team(any_user: AnyUser, tmp_path: Path) -> Iterator[Team]:
     cache.chmod(0o2775)
     env = clean_env(
         PIPGUARD_CACHE_DIR=str(cache), PIPGUARD_CACHE_GROUP=str(TEAM_GID), FIXTURE_HOOK_LOG=str(hook_log),
-        PIPGUARD_PROGRESS="plain", PIP_CACHE_DIR=str(tmp_path / "pip-cache"),
+        PIPGUARD_PROGRESS="plain",
     )
     world = World(root=root, python=any_user.python, cache=cache, hook_log=hook_log, env=env)
     crew = Crew(world)
