@@ -197,6 +197,33 @@ def warm(tools: list[Tool], repeat: int) -> list[Row]:
     return rows
 
 
+def warm_capped(tools: list[Tool], repeat: int) -> list[Row]:
+    """The warm reinstall with pipguard's cache capped (PIPGUARD_CACHE_MAX_SIZE) to the one wheel it reuses:
+    a trim to that cap first evicts every other wheel, least recently used first, never that one; then the
+    capped reinstalls, interleaved with plain pip's. A command that only reuses wheels never walks the cache."""
+    from pipguard.store import Store, entry_size
+
+    guard = tools[1]
+    store = Store(Path(guard.env["PIPGUARD_CACHE_DIR"]))
+    cap = str(sum(entry_size(e) for e in store.entries() if e.wheel.name.startswith(f"{PACKAGE}-")))
+    capped = {**guard.env, "PIPGUARD_CACHE_MAX_SIZE": cap}
+    subprocess.run([*guard.argv0, "guard", "cache", "prune", "--max-size", cap], env=capped, check=True, capture_output=True)
+    times: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for tool in tools:
+            saved = tool.env
+            tool.env = capped if tool is guard else saved
+            try:
+                command = tool.install(tool.root / "v0", "--force-reinstall", "--no-deps")
+                times.setdefault(tool.name, []).append(tool.run_all([command]).wall)
+            finally:
+                tool.env = saved
+    if [e.wheel.name.split("-")[0] for e in store.entries()] != [PACKAGE]:
+        sys.stderr.write(f"the cap kept {[e.wheel.name for e in store.entries()]}, not {PACKAGE} alone\n")
+    title = f"warm reinstall, cache capped at {int(cap) // 1000} kB: wall s (median)"
+    return [(title, *_ratio(statistics.median(times["plain pip"]), statistics.median(times["pipguard"]), 2))]
+
+
 def failing(tools: list[Tool], n: int) -> list[Row]:
     """n concurrent installs of an sdist whose build fails after burning its CPU seconds."""
     measured = {}
@@ -271,6 +298,7 @@ def main() -> int:
             rows += more
             failures += more_failures
             rows += warm(tools, options.repeat)
+            rows += warm_capped(tools, options.repeat)
             rows += failing(tools, max(2, options.n // 2))
             rows += node_modules_tree(tools, root / "trees", options.repeat)
 

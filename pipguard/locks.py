@@ -3,7 +3,8 @@
 The lock itself is a ``filelock.FileLock`` (``flock`` on POSIX; the kernel drops it when its holder dies,
 so a waiter takes over within one poll). The lock file is never deleted. Beside it, records.py keeps who
 holds and who waits. A wait that runs past ``PIPGUARD_LOCK_TIMEOUT`` ends with a warning naming the
-holder, and the caller goes on without the lock (a duplicate build, never a failed install).
+holder, and the caller goes on without the lock (a duplicate build, never a failed install). In a team's
+cache the lock file is the group's (0660), so that every member can open it to lock it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipguard import records
+from pipguard import records, trust
 from pipguard.display import Progress, describe_holder, warn
 from pipguard.errors import BuildStopped
 from pipguard.records import Participant, Record
@@ -92,7 +93,7 @@ def hold(
     a thread waiting in the background cannot get the KeyboardInterrupt itself). ``on_wait`` sees the
     holder at each refresh of a wait (the guard breaks cycles of waits there); True from it ends the wait
     at once, without the lock and without a warning (the holder is blocked until this process ends)."""
-    lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
+    lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=trust.configured().file_mode)
     waited = 0.0
     wait_started: float | None = None
     previous: Participant | None = None

@@ -106,13 +106,15 @@ class Record:
         self._publish()
 
     def _publish(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        trust.check_directory(self.directory, settings.trusts_shared_cache())  # where readers will look
+        policy = trust.configured()
+        policy.make_dir(self.directory)
+        trust.check_directory(self.directory, policy)  # where readers will look
         p = self.participant
         name = f"{p.role}-{p.host}-{p.pid}-{next(_sequence)}-{os.urandom(4).hex()}.json"
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, policy.file_mode)
         try:
+            policy.share(fd)  # a team's members read it, and remove it once its owner is dead
             os.write(fd, json.dumps(asdict(p)).encode())
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(temp, self.directory / name)
@@ -146,11 +148,12 @@ def _unlink_and_close(path: Path, fd: int) -> None:
 def read(directory: Path) -> list[Participant]:
     """The live participants in ``directory``; records of dead owners are removed on the way.
 
-    Only a real directory no other user can write to is read (unless the cache is shared on purpose), and
-    in it only regular files: anything else planted there (a FIFO, a symlink) is passed over, never waited
-    on. Reading is relative to the directory's descriptor, so nothing can be swapped in under the reader."""
+    Only a real directory no other user can write to is read (unless the cache is shared on purpose, or is
+    a team's that only its members can write), and in it only regular files: anything else planted there
+    (a FIFO, a symlink) is passed over, never waited on. Reading is relative to the directory's
+    descriptor, so nothing can be swapped in under the reader."""
     try:
-        fd = trust.open_directory(directory, settings.trusts_shared_cache())
+        fd = trust.open_directory(directory, trust.configured())
     except (OSError, UntrustedCache):
         return []
     try:

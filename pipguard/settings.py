@@ -129,6 +129,11 @@ def trusts_shared_cache() -> bool:
     return variable("PIPGUARD_TRUST_SHARED_CACHE") in ("1", "true", "yes")
 
 
+def cache_group() -> str:
+    """``PIPGUARD_CACHE_GROUP``: the group (a name or a gid) whose members share the cache (trust.py)."""
+    return (variable("PIPGUARD_CACHE_GROUP") or "").strip()
+
+
 def in_ci_or_make() -> bool:
     """CI logs and ``make -j`` interleave output: no live display there."""
     if any(os.environ.get(name) for name in CI_VARIABLES):
