@@ -18,7 +18,7 @@ BACKEND_FILE = Path(__file__).resolve().parent.parent / "fixtures" / "backend" /
 
 PYPROJECT = """\
 [build-system]
-requires = []
+requires = {requires}
 build-backend = "fixture_backend"
 backend-path = ["_backend"]
 """
@@ -40,14 +40,19 @@ def normalized(name: str) -> str:
 
 
 def make_project(root: Path, name: str, version: str = "1.0",
-                 dependencies: Sequence[str] = (), modules: int = 1) -> Path:
-    """Write a buildable source tree at root/<name>-<version>/ and return it."""
+                 dependencies: Sequence[str] = (), modules: int = 1,
+                 build_requires: Sequence[str] = ()) -> Path:
+    """Write a buildable source tree at root/<name>-<version>/ and return it.
+
+    build_requires go to pyproject's ``build-system.requires``: pip installs them into the isolated build
+    environment (the backend itself stays in-tree and needs none of them), so a fixture project that exists
+    only as an sdist there is built from source inside another project's build."""
     project = Path(root) / f"{name}-{version}"
     project.mkdir(parents=True, exist_ok=False)
     meta = {"name": name, "version": version,
             "dependencies": list(dependencies), "modules": modules}
     (project / "fixture.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (project / "pyproject.toml").write_text(PYPROJECT)
+    (project / "pyproject.toml").write_text(PYPROJECT.format(requires=json.dumps(list(build_requires))))
     (project / "_backend").mkdir()
     shutil.copyfile(BACKEND_FILE, project / "_backend" / "fixture_backend.py")
     for rel, data in backend().package_files(meta).items():
