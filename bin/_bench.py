@@ -414,7 +414,7 @@ def _print(rows: list[Row], title: str, uv: str | None, failures: int) -> int:
     for name, p, g, ratio, *rest in rows:
         line = f"{name:<{width}}  {p:>10}  {g:>10}"
         by_uv, versus_uv = (*rest, "", "")[:2]
-        print(line + (f"  {by_uv:>8}  {ratio:>12}  {versus_uv:>11}" if uv else f"  {ratio:>6}"))
+        print((line + (f"  {by_uv:>8}  {ratio:>12}  {versus_uv:>11}" if uv else f"  {ratio:>6}")).rstrip())
     return 1 if failures else 0
 
 
