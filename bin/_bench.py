@@ -225,9 +225,9 @@ def one_install(tools: list[Tool], one_at_a_time: Tool, uv: Tool | None) -> tupl
     return rows, _failures(measured) + sum(b != len(ONE_INSTALL) for b in builds)
 
 
-def one_install_unbuilt_ahead(tools: list[Tool], uv: Tool | None) -> tuple[list[Row], int]:
+def one_install_unpinned(tools: list[Tool], uv: Tool | None) -> tuple[list[Row], int]:
     """One install of 4 sdists named without ``==``, and one of a top-level sdist whose 3 dependencies are
-    sdists: what the resolver reaches one after another unless pipguard builds it ahead."""
+    sdists: builds that a build ahead of exact pins alone leaves to the resolver, one after another."""
     rows: list[Row] = []
     failures = 0
     for label, venv_name, requirements, projects in (
@@ -365,7 +365,7 @@ def main() -> int:
             def lineup(name: str) -> list[Tool]:
                 return _lineup(root / name, index.url, options.cpu_seconds, options.uv)
 
-            for more, more_failures in (one_install_unbuilt_ahead(tools, uv), build_requirement(lineup)):
+            for more, more_failures in (one_install_unpinned(tools, uv), build_requirement(lineup)):
                 rows += more
                 failures += more_failures
             if options.only_one_install:
