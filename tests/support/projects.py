@@ -40,9 +40,13 @@ def normalized(name: str) -> str:
 
 
 def make_project(root: Path, name: str, version: str = "1.0",
-                 dependencies: Sequence[str] = (), modules: int = 1, build_requires: Sequence[str] = ()) -> Path:
-    """Write a buildable source tree at root/<name>-<version>/ and return it; ``build_requires``: its
-    ``build-system.requires`` (pip installs them into the build environment; the backend stays in-tree)."""
+                 dependencies: Sequence[str] = (), modules: int = 1,
+                 build_requires: Sequence[str] = ()) -> Path:
+    """Write a buildable source tree at root/<name>-<version>/ and return it.
+
+    build_requires go to pyproject's ``build-system.requires``: pip installs them into the isolated build
+    environment (the backend itself stays in-tree and needs none of them), so a fixture project that exists
+    only as an sdist there is built from source inside another project's build."""
     project = Path(root) / f"{name}-{version}"
     project.mkdir(parents=True, exist_ok=False)
     meta = {"name": name, "version": version,
