@@ -3,6 +3,11 @@
 Scenarios:
 - one install, 4 CPU-bound sdists (pinned, cold caches): plain pip builds them in turn, pipguard side by
   side within its job budget; and pipguard with PIPGUARD_JOBS=1, which shows what pipguard adds per build.
+- one install of 4 sdists requested without ``==``, and one of a top-level sdist whose 3 dependencies are
+  sdists: the builds the resolver reaches one after another unless they are built ahead.
+- one install of 3 sdists whose ``build-system.requires`` names a build requirement that the index has only
+  as an sdist, so each build environment needs it built from source: how many times it is built (the goal
+  is once), and the same 3 as 3 concurrent installs.
 - cold: the uv #3525 test plan. N fresh venvs, N concurrent installs of one CPU-bound sdist from an HTTP
   index on 127.0.0.1, cold caches (pip's and pipguard's). Builds, wall and CPU seconds.
 - warm reinstall: ``install --force-reinstall`` of the same package with warm caches (median of R).
@@ -15,13 +20,20 @@ Scenarios:
   nginx with WebDAV PUT on 127.0.0.1; the first machine built and uploaded, signed), against a cold install
   that builds locally, side by side (median of R, fresh caches and venvs each time).
 
-CPU seconds are those of all child processes (pip, builds, backends), from getrusage. When ``uv`` is on
-PATH, its column shows ``uv pip`` in the same run, for the scenarios it can run (the cold ones).
+- ``--real``: instead of the above, the real index (PyPI), cold caches and fresh venvs for each scenario and
+  tool: ``install --no-deps --no-binary six six``; 5 C sdists (built from source by every tool:
+  ``--no-binary`` names them), unpinned, then pinned ``==`` to what pip's finder picks at the start of the
+  run; and N concurrent installs of psutil, each into its own venv. Skipped, with one line, without PyPI.
+
+CPU seconds are those of all child processes (pip, builds, backends), from getrusage. uv's column shows
+``uv pip`` in the same run, for the scenarios it can run (the cold ones): bin/bench installs uv into a venv
+of its own (``--uv PATH`` names another); without uv the table has no such column and says why.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -30,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +58,12 @@ from support.remote import nginx_binary, openssl_keypair, start_nginx  # noqa: E
 
 PACKAGE = "cpupkg"
 ONE_INSTALL = ("sidea", "sideb", "sidec", "sided")
+UNPINNED = ("opena", "openb", "openc", "opend")
+TOP, TRANSITIVE = "stack", ("stacka", "stackb", "stackc")
+BUILD_TOOL, NEEDS_TOOL = "buildtool", ("toola", "toolb", "toolc")
+REAL_INDEX = "https://pypi.org/simple/"
+C_SDISTS = ("psutil", "markupsafe", "simplejson", "wrapt", "msgpack")
+CONCURRENT = "psutil"
 FAILING = "failpkg"
 TREE = "treepkg"
 NODE_MODULES_FILES = 30_000
@@ -123,60 +142,131 @@ class Tool:
 class UvTool(Tool):
     """``uv pip``, with a cache of its own: ``uv pip install --python VENV ...``."""
 
-    def __init__(self, root: Path, index_url: str, cpu_seconds: float) -> None:
-        super().__init__("uv", ["uv", "pip"], root, index_url, cpu_seconds)
+    def __init__(self, uv: str, root: Path, index_url: str, cpu_seconds: float) -> None:
+        super().__init__("uv", [uv, "pip"], root, index_url, cpu_seconds)
+        self.env = {k: v for k, v in self.env.items() if not k.startswith("UV_")}  # as PIP_* are cleared
         self.env["UV_CACHE_DIR"] = str(root / "uv-cache")
 
     def command(self, venv: Path, *args: str) -> list[str]:
         return [*self.argv0, args[0], "--python", str(venv), *args[1:]]
 
 
-Row = tuple[str, ...]  # scenario, plain pip, pipguard, ratio[, uv]
+Row = tuple[str, ...]  # scenario, plain pip, pipguard, ratio[, uv[, pipguard/uv]]
 
 
 def _ratio(plain: float, guard: float, digits: int = 1) -> tuple[str, str, str]:
     return f"{plain:.{digits}f}", f"{guard:.{digits}f}", f"{guard / plain:.2f}"
 
 
+def _seconds_row(label: str, plain: float, guard: float, by_uv: float | None) -> Row:
+    """Seconds of plain pip and pipguard, their ratio, and uv's with pipguard/uv where uv ran."""
+    row = (label, *_ratio(plain, guard))
+    return row if by_uv is None else (*row, f"{by_uv:.1f}", f"{guard / by_uv:.2f}")
+
+
+def _timed_rows(label: str, measured: dict[str, Measure]) -> list[Row]:
+    """A scenario's wall and CPU seconds, each tool's."""
+    plain, guard, by_uv = measured["plain pip"], measured["pipguard"], measured.get("uv")
+    return [
+        _seconds_row(f"{label}: wall s", plain.wall, guard.wall, by_uv.wall if by_uv else None),
+        _seconds_row(f"{label}: CPU s", plain.cpu, guard.cpu, by_uv.cpu if by_uv else None),
+    ]
+
+
+def _install_once(tools: Sequence[Tool], venv_name: str, requirements: Sequence[str],
+                  *options: str) -> dict[str, Measure]:
+    """Each tool's one install of requirements into a fresh venv of its own."""
+    measured = {}
+    for tool in tools:
+        (venv,) = tool.venvs(venv_name, 1)
+        command = tool.command(venv, "install", "--index-url", tool.index_url, *options, *requirements)
+        measured[tool.name] = tool.run_all([command])
+    return measured
+
+
+def _install_each(tools: Sequence[Tool], venv_name: str, requirements: Sequence[str],
+                  *options: str) -> dict[str, Measure]:
+    """Each tool's concurrent installs, one per requirement, each into a fresh venv of its own."""
+    return {
+        tool.name: tool.run_all([tool.install(venv, *options, package=requirement)
+                                 for venv, requirement in zip(tool.venvs(venv_name, len(requirements)), requirements)])
+        for tool in tools
+    }
+
+
+def _failures(measured: dict[str, Measure]) -> int:
+    return sum(m.failures for m in measured.values())
+
+
 def cold_concurrent(tools: list[Tool], n: int, uv: Tool | None) -> tuple[list[Row], int]:
     """The uv #3525 plan: n fresh venvs, n concurrent installs of one CPU-bound sdist, cold caches."""
-    cold = {tool.name: tool.run_all([tool.install(v) for v in tool.venvs("v", n)]) for tool in [*tools, *_some(uv)]}
+    cold = _install_each([*tools, *_some(uv)], "v", [PACKAGE] * n)
     plain, guard, by_uv = cold["plain pip"], cold["pipguard"], cold.get("uv")
     label = f"cold, {n} concurrent installs"
     return [
         (f"{label}: builds", str(plain.builds), str(guard.builds), f"{guard.builds}/{plain.builds}",
          *_uv(by_uv, lambda m: str(m.builds))),
-        (f"{label}: wall s", *_ratio(plain.wall, guard.wall), *_uv(by_uv, lambda m: f"{m.wall:.1f}")),
-        (f"{label}: CPU s", *_ratio(plain.cpu, guard.cpu), *_uv(by_uv, lambda m: f"{m.cpu:.1f}")),
+        *_timed_rows(label, cold),
         ("cold: failed installs", str(plain.failures), str(guard.failures), "", *_uv(by_uv, lambda m: str(m.failures))),
     ], plain.failures + guard.failures
 
 
 def one_install(tools: list[Tool], one_at_a_time: Tool, uv: Tool | None) -> tuple[list[Row], int]:
     """One install of four pinned CPU-bound sdists into a fresh venv, cold caches."""
-    measured = {}
-    for tool in [*tools, one_at_a_time, *_some(uv)]:
-        (venv,) = tool.venvs("one", 1)
-        pins = [f"{name}==1.0" for name in ONE_INSTALL]
-        measured[tool.name] = tool.run_all([tool.command(venv, "install", "--index-url", tool.index_url, *pins)])
-    plain, guard, single = measured["plain pip"], measured["pipguard"], measured[one_at_a_time.name]
-    by_uv = measured.get("uv")
+    pins = [f"{name}==1.0" for name in ONE_INSTALL]
+    measured = _install_once([*tools, one_at_a_time, *_some(uv)], "one", pins)
+    plain, single = measured["plain pip"], measured[one_at_a_time.name]
     label = f"one install, {len(ONE_INSTALL)} sdists"
     rows: list[Row] = [
-        (f"{label}: wall s", *_ratio(plain.wall, guard.wall), *_uv(by_uv, lambda m: f"{m.wall:.1f}")),
-        (f"{label}: CPU s", *_ratio(plain.cpu, guard.cpu), *_uv(by_uv, lambda m: f"{m.cpu:.1f}")),
-        (f"{label}, PIPGUARD_JOBS=1: wall s", *_ratio(plain.wall, single.wall), *_uv(None, str)),
+        *_timed_rows(label, measured),
+        (f"{label}, PIPGUARD_JOBS=1: wall s", *_ratio(plain.wall, single.wall)),
     ]
     builds = [sum(tool.builds(name) for name in ONE_INSTALL) for tool in (tools[1], one_at_a_time)]
-    failures = plain.failures + guard.failures + single.failures
-    return rows, failures + sum(b != len(ONE_INSTALL) for b in builds)
+    return rows, _failures(measured) + sum(b != len(ONE_INSTALL) for b in builds)
+
+
+def one_install_unpinned(tools: list[Tool], uv: Tool | None) -> tuple[list[Row], int]:
+    """One install of 4 sdists named without ``==``, and one of a top-level sdist whose 3 dependencies are
+    sdists: builds that a build ahead of exact pins alone leaves to the resolver, one after another."""
+    rows: list[Row] = []
+    failures = 0
+    for label, venv_name, requirements, projects in (
+        (f"one install, {len(UNPINNED)} unpinned sdists", "open", UNPINNED, UNPINNED),
+        (f"one install, 1 sdist + {len(TRANSITIVE)} dependency sdists", "stack", [TOP], [TOP, *TRANSITIVE]),
+    ):
+        measured = _install_once([*tools, *_some(uv)], venv_name, requirements)
+        rows += _timed_rows(label, measured)
+        built = [sum(tool.builds(name) for name in projects) for tool in tools]
+        failures += _failures(measured) + sum(b != len(projects) for b in built)
+    return rows, failures
+
+
+def build_requirement(lineup: Callable[[str], list[Tool]]) -> tuple[list[Row], int]:
+    """Sdists whose build environments need one build requirement that the index has only as an sdist: in
+    one install, and in concurrent installs of one each, cold caches each. Its builds are the figure; the
+    goal is one."""
+    rows: list[Row] = []
+    failures = 0
+    pins = [f"{name}==1.0" for name in NEEDS_TOOL]
+    for label, concurrent in ((f"one install, {len(pins)} sdists", False), (f"{len(pins)} concurrent installs", True)):
+        tools = lineup("tool-each" if concurrent else "tool-once")
+        measured = _install_each(tools, "v", pins) if concurrent else _install_once(tools, "v", pins)
+        builds = {tool.name: tool.builds(BUILD_TOOL) for tool in tools}
+        plain, guard = builds["plain pip"], builds["pipguard"]
+        label = f"{label}, 1 build requirement from source"
+        rows += [
+            (f"{label}: its builds", str(plain), str(guard), f"{guard}/{plain}", *_uv(builds.get("uv"), str)),
+            _timed_rows(label, measured)[0],
+        ]
+        failures += _failures(measured)
+    return rows, failures
 
 
 def _some(tool: Tool | None) -> list[Tool]:
     return [tool] if tool is not None else []
 
 
-def _uv(measure: Measure | None, show: Any) -> tuple[str, ...]:
+def _uv(measure: Any, show: Any) -> tuple[str, ...]:
     """The uv column of a row: empty where uv did not run this scenario."""
     return (show(measure),) if measure is not None else ("",)
 
@@ -195,6 +285,33 @@ def warm(tools: list[Tool], repeat: int) -> list[Row]:
     for title, data in (("warm reinstall: wall s (median)", reinstall), ("forwarded list: wall s (median)", listing)):
         rows.append((title, *_ratio(statistics.median(data["plain pip"]), statistics.median(data["pipguard"]), 2)))
     return rows
+
+
+def warm_capped(tools: list[Tool], repeat: int) -> list[Row]:
+    """The warm reinstall with pipguard's cache capped (PIPGUARD_CACHE_MAX_SIZE) to the one wheel it reuses:
+    a trim to that cap first evicts every other wheel, least recently used first, never that one; then the
+    capped reinstalls, interleaved with plain pip's. A command that only reuses wheels never walks the cache."""
+    from pipguard.store import Store, entry_size
+
+    guard = tools[1]
+    store = Store(Path(guard.env["PIPGUARD_CACHE_DIR"]))
+    cap = str(sum(entry_size(e) for e in store.entries() if e.wheel.name.startswith(f"{PACKAGE}-")))
+    capped = {**guard.env, "PIPGUARD_CACHE_MAX_SIZE": cap}
+    subprocess.run([*guard.argv0, "guard", "cache", "prune", "--max-size", cap], env=capped, check=True, capture_output=True)
+    times: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for tool in tools:
+            saved = tool.env
+            tool.env = capped if tool is guard else saved
+            try:
+                command = tool.install(tool.root / "v0", "--force-reinstall", "--no-deps")
+                times.setdefault(tool.name, []).append(tool.run_all([command]).wall)
+            finally:
+                tool.env = saved
+    if [e.wheel.name.split("-")[0] for e in store.entries()] != [PACKAGE]:
+        sys.stderr.write(f"the cap kept {[e.wheel.name for e in store.entries()]}, not {PACKAGE} alone\n")
+    title = f"warm reinstall, cache capped at {int(cap) // 1000} kB: wall s (median)"
+    return [(title, *_ratio(statistics.median(times["plain pip"]), statistics.median(times["pipguard"]), 2))]
 
 
 def failing(tools: list[Tool], n: int) -> list[Row]:
@@ -245,50 +362,135 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=8.0, help="CPU seconds one build burns (default 8)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each warm scenario (default 5)")
     parser.add_argument("--remote", action="store_true", help="a remote hit against a local build")
-    parser.add_argument("--only-one-install", action="store_true", help="run only the one-install scenario")
+    parser.add_argument("--real", action="store_true", help="the real index's scenarios (PyPI), with uv's column")
+    parser.add_argument("--uv", default=shutil.which("uv"), help="the uv to compare against (default: uv on PATH)")
+    parser.add_argument("--only-one-install", action="store_true",
+                        help="run only the one-install scenarios (pinned, unpinned, transitive, build requirement)")
     options = parser.parse_args()
     if options.remote:
         return remote_main(options)
+    if options.real:
+        return real_main(options)
 
     with tempfile.TemporaryDirectory(prefix="pipguard-bench-") as tmp:
         root = Path(tmp)
         make_sdist(make_project(root / "src", PACKAGE, "1.0", modules=20), root / "dists")
         make_sdist(make_project(root / "src", FAILING, "1.0"), root / "dists")
-        for name in ONE_INSTALL:
+        for name in (*ONE_INSTALL, *UNPINNED, *TRANSITIVE):
             make_sdist(make_project(root / "src", name, "1.0", modules=20), root / "dists")
+        make_sdist(make_project(root / "src", TOP, "1.0", modules=20,
+                                dependencies=[f"{name}>=1" for name in TRANSITIVE]), root / "dists")
+        make_sdist(make_project(root / "src", BUILD_TOOL, "1.0", modules=20), root / "dists")
+        for name in NEEDS_TOOL:
+            make_sdist(make_project(root / "src", name, "1.0", modules=20, build_requires=[BUILD_TOOL]), root / "dists")
         with IndexServer(root / "dists") as index:
-            tools = [
-                Tool("plain pip", [sys.executable, "-m", "pip"], root / "pip", index.url, options.cpu_seconds),
-                Tool("pipguard", [sys.executable, "-m", "pipguard"], root / "pipguard", index.url, options.cpu_seconds),
-            ]
+            tools = _lineup(root, index.url, options.cpu_seconds, None)
             single = Tool("pipguard, 1 job", tools[1].argv0, root / "pipguard-1", index.url, options.cpu_seconds)
             single.env["PIPGUARD_JOBS"] = "1"
-            uv = UvTool(root / "uv", index.url, options.cpu_seconds) if shutil.which("uv") else None
+            uv = UvTool(options.uv, root / "uv", index.url, options.cpu_seconds) if options.uv else None
             rows, failures = one_install(tools, single, uv)
+            def lineup(name: str) -> list[Tool]:
+                return _lineup(root / name, index.url, options.cpu_seconds, options.uv)
+
+            for more, more_failures in (one_install_unpinned(tools, uv), build_requirement(lineup)):
+                rows += more
+                failures += more_failures
             if options.only_one_install:
-                return _print(rows, options, uv is not None, failures)
+                return _print(rows, _title("pipguard bench", options), options.uv, failures)
             more, more_failures = cold_concurrent(tools, options.n, uv)
             rows += more
             failures += more_failures
             rows += warm(tools, options.repeat)
+            rows += warm_capped(tools, options.repeat)
             rows += failing(tools, max(2, options.n // 2))
             rows += node_modules_tree(tools, root / "trees", options.repeat)
 
-    return _print(rows, options, uv is not None, failures)
+    return _print(rows, _title("pipguard bench", options), options.uv, failures)
 
 
-def _print(rows: list[Row], options: argparse.Namespace, with_uv: bool, failures: int) -> int:
+def _lineup(root: Path, index_url: str, cpu_seconds: float, uv: str | None) -> list[Tool]:
+    """plain pip, pipguard and (given its binary) uv, each with fresh caches under root."""
+    tools = [
+        Tool("plain pip", [sys.executable, "-m", "pip"], root / "pip", index_url, cpu_seconds),
+        Tool("pipguard", [sys.executable, "-m", "pipguard"], root / "pipguard", index_url, cpu_seconds),
+    ]
+    return [*tools, UvTool(uv, root / "uv", index_url, cpu_seconds)] if uv else tools
+
+
+def _title(name: str, options: argparse.Namespace) -> str:
     import pip
 
-    print(f"pipguard bench: pip {pip.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"N={options.n}, build = {options.cpu_seconds:g} CPU s, repeat={options.repeat}")
+    fixture = "" if options.real else (f", N={options.n}, build = {options.cpu_seconds:g} CPU s, "
+                                       f"repeat={options.repeat}")
+    return f"{name}: pip {pip.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs{fixture}"
+
+
+def _uv_version(uv: str) -> str:
+    return subprocess.run([uv, "--version"], capture_output=True, text=True, check=True).stdout.split("(")[0].strip()
+
+
+def _print(rows: list[Row], title: str, uv: str | None, failures: int) -> int:
+    """The table: ratios are pipguard's time over the other tool's; uv's columns only where uv was given."""
+    first, *more = title.splitlines()
+    print("\n".join([f"{first}, {_uv_version(uv)}" if uv else first, *more]))
+    if not uv:
+        print("no uv column: no uv was given (bin/bench installs it into .venvs/bench-tools from PyPI, "
+              "which it could not reach; --uv PATH names one)")
     width = max(len(r[0]) for r in rows)
-    header = f"{'scenario':<{width}}  {'plain pip':>10}  {'pipguard':>10}  {'ratio':>6}"
-    print(header + (f"  {'uv':>8}" if with_uv else ""))
+    header = f"{'scenario':<{width}}  {'plain pip':>10}  {'pipguard':>10}"
+    print(header + (f"  {'uv':>8}  {'pipguard/pip':>12}  {'pipguard/uv':>11}" if uv else f"  {'ratio':>6}"))
     for name, p, g, ratio, *rest in rows:
-        line = f"{name:<{width}}  {p:>10}  {g:>10}  {ratio:>6}"
-        print(line + (f"  {(rest[0] if rest else ''):>8}" if with_uv else ""))
+        line = f"{name:<{width}}  {p:>10}  {g:>10}"
+        by_uv, versus_uv = (*rest, "", "")[:2]
+        print((line + (f"  {by_uv:>8}  {ratio:>12}  {versus_uv:>11}" if uv else f"  {ratio:>6}")).rstrip())
     return 1 if failures else 0
+
+
+def pypi_reachable() -> bool:
+    try:
+        with urllib.request.urlopen(REAL_INDEX, timeout=10):
+            return True
+    except OSError:
+        return False
+
+
+def finder_pins(root: Path, names: Sequence[str], *options: str) -> list[str]:
+    """``name==version`` of what pip's finder picks today for names under options: a dry run's report, with
+    caches of its own, so that no scenario starts warm."""
+    tool = Tool("pins", [sys.executable, "-m", "pip"], root, REAL_INDEX, 0)
+    (venv,) = tool.venvs("v", 1)
+    command = tool.command(venv, "install", "--index-url", REAL_INDEX, "--dry-run", "--quiet", "--report", "-",
+                           *options, *names)
+    report = json.loads(subprocess.run(command, env=tool.env, capture_output=True, text=True, check=True).stdout)
+    return [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in report["install"]]
+
+
+def real_main(options: argparse.Namespace) -> int:
+    """The real index's scenarios, each cold for every tool: fresh venvs and caches (pip's, pipguard's, uv's)."""
+    title = _title("pipguard bench --real", options)
+    if not pypi_reachable():
+        print(f"{title}: skipped, {REAL_INDEX} is not reachable")
+        return 0
+    no_binary = ("--no-binary", ",".join(C_SDISTS))
+    with tempfile.TemporaryDirectory(prefix="pipguard-bench-") as tmp:
+        root = Path(tmp)
+        pins = finder_pins(root / "pins", C_SDISTS, *no_binary)
+        title += f", index {REAL_INDEX}\npinned to what pip's finder picks today: {' '.join(pins)}"
+        rows: list[Row] = []
+        failures = 0
+        for i, (label, flags, requirements) in enumerate((
+            ("install --no-deps --no-binary six six", ("--no-deps", "--no-binary", "six"), ["six"]),
+            (f"{len(C_SDISTS)} C sdists, unpinned", no_binary, C_SDISTS),
+            (f"the same {len(C_SDISTS)}, pinned ==", no_binary, pins),
+        )):
+            measured = _install_once(_lineup(root / f"one{i}", REAL_INDEX, 0, options.uv), "v", requirements, *flags)
+            rows += _timed_rows(label, measured)
+            failures += _failures(measured)
+        measured = _install_each(_lineup(root / "each", REAL_INDEX, 0, options.uv), "v", [CONCURRENT] * options.n,
+                                 "--no-binary", CONCURRENT)
+        rows += _timed_rows(f"{options.n} processes x {CONCURRENT}, concurrent", measured)
+        failures += _failures(measured)
+    return _print(rows, title, options.uv, failures)
 
 
 def _cold_install(root: Path, index_url: str, cpu_seconds: float, remote: dict[str, str]) -> Measure:

@@ -21,3 +21,24 @@ ensure_venv() {
     fi
     echo "$dir/bin/python"
 }
+
+# The bench's peer to compare against (uv), pinned: a venv of its own, never in the test venvs. Made once
+# from PyPI, remade when the pin changes; prints the uv binary, or fails quietly when it cannot be made.
+bench_tools="uv==0.13.9"
+bench_index="https://pypi.org/simple/"
+
+ensure_bench_tools() {
+    local dir="$venvs/bench-tools"
+    if [ "$(cat "$dir/.made-from" 2>/dev/null)" != "$bench_tools" ] || ! "$dir/bin/uv" --version >/dev/null 2>&1; then
+        "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" "$bench_index" \
+            2>/dev/null || return 1
+        rm -rf "$dir"
+        if ! { "$python" -m venv "$dir" \
+               && "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$bench_tools"; }; then
+            rm -rf "$dir"
+            return 1
+        fi
+        echo "$bench_tools" >"$dir/.made-from"
+    fi
+    echo "$dir/bin/uv"
+}

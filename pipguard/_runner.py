@@ -48,7 +48,8 @@ if sys.version_info < (3, 10):  # noqa: UP036 - the target may be older than pip
 try:
     from pipguard.cli import run_here
 except Exception as exc:  # noqa: BLE001 - pipguard cannot run here; plain pip still can
-    sys.stderr.write(f"pipguard: warning: cannot run under {sys.executable} ({exc}); running plain pip\n")
+    if "PIPGUARD_PARENTS" not in os.environ:  # a build-dependency install (build_deps.py) falls back silently
+        sys.stderr.write(f"pipguard: warning: cannot run under {sys.executable} ({exc}); running plain pip\n")
     _plain_pip()
 
 # pip names itself in usage text after argv[0]; "__main__.py" makes it say "<python> -m pip", as under

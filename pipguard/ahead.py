@@ -1,16 +1,19 @@
-"""Builds ahead: the sdists a command pins are built side by side while pip resolves, one thread each.
+"""Builds ahead: the sdists a command will need are built side by side while pip resolves, one thread each.
 
-pip builds one sdist after another, as its resolver reaches each. Once pip has read the command's
-requirements, the seam knows which pinned sdists the resolver will ask for (describe.pinned_sdists) and
-starts each here, in the background, through the same guard (lock, cache, build, publish). When the
-resolver reaches one, the seam waits for its build instead of starting another, and gets exactly what the
-guard would have returned, a failure included, at exactly the moment pip would have met it.
+pip builds one sdist after another, as its resolver reaches each. The seam learns early which sdists the
+resolver will ask for: once pip has read the command's requirements, each one's best candidate as pip's
+finder picks it (describe.requested_sdists), and each time the resolver learns a distribution's
+dependencies, theirs (describe.dependency_sdists). Those that are sdists start here, in the background,
+through the same guard (lock, cache, build, publish). When the resolver reaches one, the seam waits for its
+build instead of starting another, and gets exactly what the guard would have returned, a failure included,
+at exactly the moment pip would have met it. A build the resolver ends up not using (it settled on another
+version) stays in the cache and is never installed.
 
 Each build runs in a thread of this process, in a copy of the command's context (the output channel
 lives in a ContextVar), and starts its build child from there: a new interpreter, since a fork of a
-process with other threads alive is not safe (builder.py says why). The job
-budget (jobs.py) bounds how many children run at once; threads beyond it wait for a job, holding their
-build lock but no job and no token.
+process with other threads alive is not safe (builder.py says why). The job budget (jobs.py) bounds how
+many children run at once and hands jobs out first come, first served, which is the order the resolver
+will reach them; threads beyond it wait for a job, holding their build lock but no job and no token.
 
 The command's end: on success, builds still running are waited for (their wheels go into the cache for a
 later install; none is installed now), and builds not started yet are dropped (pip did not need them).
@@ -43,9 +46,9 @@ class StoppableGuard(Protocol):
 class Ahead:
     """The background builds of one command, by the link URL the resolver will look them up with."""
 
-    def __init__(self, guard: StoppableGuard, count: int) -> None:
+    def __init__(self, guard: StoppableGuard) -> None:
         self._guard = guard
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(count, MAX_THREADS)), thread_name_prefix="pipguard-build")
+        self._pool = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="pipguard-build")
         self._futures: dict[str, Future[Result | None]] = {}
 
     def submit(self, url: str, source: Source) -> None:
@@ -55,6 +58,10 @@ class Ahead:
 
     def __contains__(self, url: str) -> bool:
         return url in self._futures
+
+    def running(self) -> bool:
+        """Whether a build ahead has not ended yet (one more beside it is worth building ahead)."""
+        return any(not future.done() for future in self._futures.values())
 
     def result(self, url: str) -> Result | None:
         """Wait for the build of ``url`` (in short slices: Ctrl-C reaches this thread at once)."""

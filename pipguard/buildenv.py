@@ -100,7 +100,7 @@ class BuildEnvs:
         key_dir = self.key_dir(key)
         for part in (self.root, key_dir.parent, key_dir):
             try:
-                trust.check_directory(part, self.store.shared)
+                trust.check_directory(part, self.store.policy)
             except FileNotFoundError:
                 return []
             except UntrustedCache as exc:
@@ -109,7 +109,7 @@ class BuildEnvs:
         found = []
         for directory in sorted(key_dir.iterdir()):
             try:
-                trust.check_directory(directory, self.store.shared)
+                trust.check_directory(directory, self.store.policy)
                 manifest = json.loads(trust.read_regular(directory / MANIFEST, MANIFEST_LIMIT))
                 _check_manifest(manifest, key)
                 used = os.lstat(directory / MANIFEST).st_mtime
@@ -127,7 +127,7 @@ class BuildEnvs:
         if not self.store.pin(entry.directory):
             return False
         try:
-            digest = _copy_tree(entry.directory / TREE, prefix, self.store.shared, _shebang_fix(entry.manifest))
+            digest = _copy_tree(entry.directory / TREE, prefix, self.store.policy, _shebang_fix(entry.manifest))
             if digest != entry.manifest["tree_sha256"]:
                 raise ValueError("its files do not match its manifest")
         except (OSError, ValueError, UntrustedCache, Unkeepable) as exc:
@@ -178,9 +178,11 @@ class BuildEnvs:
     def publish(self, key: str, prefix: Path, pins: list[dict[str, str]]) -> None:
         """Keep a copy of the prefix pip's install just made (before any build code ran in it) as an entry
         of ``key``; an entry with the same distributions already there is kept instead."""
+        policy = self.store.policy
         staging = Path(tempfile.mkdtemp(prefix="env-", dir=self.store.tmp))
         try:
-            files, size, digest = _snapshot(prefix, staging / TREE)
+            policy.share(staging)
+            files, size, digest = _snapshot(prefix, staging / TREE, policy)
             manifest = {
                 "layout": keys.LAYOUT,
                 "key": key,
@@ -191,10 +193,12 @@ class BuildEnvs:
                 "tree_sha256": digest,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+            written = os.open(staging / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, policy.file_mode)
+            with os.fdopen(written, "w", encoding="utf-8") as handle:
+                policy.share(handle.fileno())
+                handle.write(json.dumps(manifest, indent=1, sort_keys=True))
             target = self.key_dir(key) / keys.digest(pins)[:16]
-            for directory in (self.root, target.parent.parent, target.parent):
-                directory.mkdir(mode=0o700, exist_ok=True)
+            policy.make_dir(target.parent)
             try:
                 os.rename(staging, target)
             except OSError as exc:
@@ -237,32 +241,35 @@ def _shebang_fix(manifest: dict[str, Any]) -> tuple[bytes, bytes] | None:
     return None if made_by == sys.executable else (os.fsencode(made_by), os.fsencode(sys.executable))
 
 
-def _snapshot(source: Path, target: Path) -> tuple[int, int, str]:
-    """Copy the tree pip installed into the cache, private to this user: (files, bytes, digest)."""
+def _snapshot(source: Path, target: Path, policy: trust.Policy) -> tuple[int, int, str]:
+    """Copy the tree pip installed into the cache, this user's (or a team's: PIPGUARD_CACHE_GROUP) and
+    nobody else's to change: (files, bytes, digest)."""
     files = size = 0
     digest = hashlib.sha256()
+    executable, plain = (0o700, 0o600) if policy.group is None else (0o770, 0o660)
 
     def copy(relative: str, src: int, info: os.stat_result) -> None:
         nonlocal files, size
         files += 1
         size += info.st_size
-        _copy_file(src, info, os.path.join(target, relative), 0o700 if info.st_mode & 0o111 else 0o600, digest, relative, None)
+        mode = executable if info.st_mode & 0o111 else plain
+        _copy_file(src, info, os.path.join(target, relative), mode, digest, relative, None, policy.group)
 
-    _walk(str(source), str(target), copy, 0o700, check=None)
+    _walk(str(source), str(target), copy, 0o700, None, policy)
     return files, size, digest.hexdigest()
 
 
-def _copy_tree(source: Path, target: Path, shared: bool, fix: tuple[bytes, bytes] | None) -> str:
+def _copy_tree(source: Path, target: Path, policy: trust.Policy, fix: tuple[bytes, bytes] | None) -> str:
     """Copy a kept tree into a build's prefix; the digest of what was read (to compare with the manifest)."""
     digest = hashlib.sha256()
 
     def copy(relative: str, src: int, info: os.stat_result) -> None:
-        _copy_file(src, info, os.path.join(target, relative), 0o755 if info.st_mode & 0o111 else 0o644, digest, relative, fix)
+        _copy_file(src, info, os.path.join(target, relative), 0o755 if info.st_mode & 0o111 else 0o644, digest, relative, fix, None)
 
     def check(path: str, info: os.stat_result) -> None:
-        trust.check_private(Path(path), info, shared)
+        trust.check_private(Path(path), info, policy)
 
-    _walk(str(source), str(target), copy, 0o777, check)
+    _walk(str(source), str(target), copy, 0o777, check, None)
     return digest.hexdigest()
 
 
@@ -272,11 +279,14 @@ def _walk(
     copy: Callable[[str, int, os.stat_result], None],
     dir_mode: int,
     check: Callable[[str, os.stat_result], None] | None,
+    policy: trust.Policy | None,
 ) -> None:
     """Every directory and regular file below ``source``, in a fixed order (the digest depends on it);
-    anything else (a symlink, a FIFO) is :class:`Unkeepable`. Paths are plain strings: a tree is hundreds
-    of files, and this is on the way of every build."""
+    anything else (a symlink, a FIFO) is :class:`Unkeepable`. Directories made are ``policy``'s if given.
+    Paths are plain strings: a tree is hundreds of files, and this is on the way of every build."""
     os.mkdir(target, dir_mode)
+    if policy is not None:
+        policy.share(Path(target))
     pending = [""]
     while pending:
         relative = pending.pop()
@@ -289,6 +299,8 @@ def _walk(
             path = f"{relative}/{child.name}" if relative else child.name
             if child.is_dir(follow_symlinks=False):
                 os.mkdir(os.path.join(target, path), dir_mode)
+                if policy is not None:
+                    policy.share(Path(target, path))
                 pending.append(path)
             elif child.is_file(follow_symlinks=False):
                 fd = trust.open_regular(child.path)
@@ -304,13 +316,23 @@ def _walk(
 
 
 def _copy_file(
-    src: int, info: os.stat_result, target: str, mode: int, digest: Any, relative: str, fix: tuple[bytes, bytes] | None
+    src: int,
+    info: os.stat_result,
+    target: str,
+    mode: int,
+    digest: Any,
+    relative: str,
+    fix: tuple[bytes, bytes] | None,
+    group: int | None,
 ) -> None:
     """Copy one file, adding its name, kind and content to ``digest``; keep its mtime (compiled modules are
-    valid only for the source's), and fix a script's interpreter line if asked."""
+    valid only for the source's), fix a script's interpreter line if asked, give it ``group`` (a team's)."""
     digest.update(f"\0{relative}\0{'x' if info.st_mode & 0o111 else '-'}\0".encode())
     out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
+        if group is not None:  # the team's group, and its mode whatever the umask
+            os.fchown(out, -1, group)
+            os.fchmod(out, mode)
         first = True
         while block := os.read(src, min(CHUNK, info.st_size + 1)):  # no 1 MB buffer for a 2 kB file
             digest.update(block)

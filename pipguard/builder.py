@@ -3,10 +3,13 @@
 A miss is normally built by pip itself, in pipguard's process (guard.Pending). Two kinds of build run
 here instead: builds ahead (ahead.py), which run side by side in threads while the resolver works, and a
 writer's builds, which must not run in a process that holds the fleet's secrets (sandbox.py). The child
-is a new interpreter running pip's own ``__pip-runner__.py`` (as ``pip --python`` does) with ``pip wheel
---isolated --no-deps`` and the options the user's command resolved to (the finder's index scope, build
-isolation, config settings, build constraints...): the same pip under the same (target) interpreter. It
-never goes through pipguard again, so it cannot wait for a lock its parent holds. It is never a fork: a
+is a new interpreter running ``pip wheel --isolated --no-deps`` with the options the user's command
+resolved to (the finder's index scope, build isolation, config settings, build constraints...): the same
+pip under the same (target) interpreter. It runs through pipguard's runner as a *build child*: only its
+build environments go through pipguard (a build requirement built from source is locked and cached), never
+the source itself, so it cannot wait for the lock its parent holds; in a writer's sandbox, which hides the
+cache, it runs through pip's own ``__pip-runner__.py``. Each child keeps a build tracker of its own. It is
+never a fork: a
 fork of a process with other threads alive is not safe (importlib's per-module locks are not
 re-initialised; seen: a build child of a four-build install hung in ``import_ensure_initialized``). On a
 writer it runs inside bubblewrap.
@@ -19,6 +22,7 @@ anything else is pipguard's (bad options, a crash), and the parent falls back to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipguard._pip.failure import stage_of
-from pipguard.errors import BuildChildError, BuildFailed, BuildReport, BuildStopped
+from pipguard.errors import MACHINERY_ERRORS, BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
 
 if TYPE_CHECKING:
@@ -103,7 +107,7 @@ def _run(
     return _wait(_spawn(args, sinks), tick)
 
 
-# Runs pip's own runner (as ``pip --python`` does). Ctrl-C and SIGTERM unwind pip as in plain pip (its temp
+# Runs pip's runner, or pipguard's (as ``pip --python`` does). Ctrl-C and SIGTERM unwind pip as in plain pip (its temp
 # dirs go), then the child exits with CHILD_STOPPED: its parent must not take pip's "operation cancelled"
 # status for a failed build (which it would report, and hand to other processes).
 _SPAWNED_CHILD = """\
@@ -129,10 +133,24 @@ finally:
 
 
 def _spawn(args: list[str], sinks: tuple[Path, Path] | None, confined: Confined | None = None) -> int:
-    """A new interpreter running pip's own runner with ``args`` (inside ``confined``, if given); its pid."""
+    """A new interpreter running pip with ``args``; its pid.
+
+    Through pipguard's runner, as a build child (only its build environments go through pipguard, so a
+    build requirement built from source is locked and cached as in any other build); inside ``confined``
+    (a writer's sandbox, which hides the cache), or where pipguard cannot hand its settings on, through
+    pip's own runner."""
     from pipguard._pip import pip_location
 
     runner = os.path.join(pip_location(), "__pip-runner__.py")
+    env = confined.env if confined else dict(os.environ)
+    if confined is None:
+        with contextlib.suppress(*MACHINERY_ERRORS, ImportError, ValueError):
+            from pipguard._pip import build_deps
+            from pipguard.settings import BUILD_CHILD_VARIABLE
+            from pipguard.target import RUNNER
+
+            env = {**env, **build_deps.child_environment(), BUILD_CHILD_VARIABLE: "1"}
+            runner = RUNNER
     prefix = confined.prefix if confined else ()
     outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
     try:
@@ -141,7 +159,7 @@ def _spawn(args: list[str], sinks: tuple[Path, Path] | None, confined: Confined 
             stdin=subprocess.DEVNULL,
             stdout=outputs[0],
             stderr=outputs[1],
-            env=confined.env if confined else None,
+            env=_own_build_tracker(env),
             pass_fds=confined.pass_fds if confined else (),
         )
     finally:
@@ -150,6 +168,14 @@ def _spawn(args: list[str], sinks: tuple[Path, Path] | None, confined: Confined 
                 handle.close()
     _SPAWNED[child.pid] = child
     return child.pid
+
+
+def _own_build_tracker(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without ``PIP_BUILD_TRACKER``: pip shares its build tracker with the pips it starts, and
+    refuses to build a source the tracker says is being built. Builds ahead run side by side, each with its
+    own build environments, so two of them may need one build requirement built at once: each child keeps
+    a tracker of its own, as each plain pip process does."""
+    return {name: value for name, value in env.items() if name != "PIP_BUILD_TRACKER"}
 
 
 # Spawned children by pid: Popen objects must live until their child is reaped (waitpid below reaps it).

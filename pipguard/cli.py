@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_here(args: list[str]) -> int:
     """Run pip in this process; install, wheel and uninstall go through the guard."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    from pipguard import settings
+
+    if not settings.is_build_child():  # pipguard's build child tells its parent of a signal itself
+        signal.signal(signal.SIGTERM, _interrupt)
     options, rest = _pip.parse_general(args)
     if rest == ["guard", "--version"]:
         sys.stdout.write(version_text() + "\n")
@@ -78,16 +81,14 @@ def run_here(args: list[str]) -> int:
         return status
     if command not in GUARDED_COMMANDS:
         return _pip.main(args)  # pip alone: nothing more of pipguard's is loaded
-    from pipguard import settings
-
     settings.scrub_environment()  # before any build: backends and the build child never see PIPGUARD_*
     try:
-        from pipguard._pip.patches import run_pip
+        from pipguard._pip.patches import BUILD_ENVIRONMENT_PATCHES, PATCHES, run_pip
         from pipguard.guard import CacheGuard
     except Exception as exc:  # noqa: BLE001 - no POSIX locks (fcntl), a dependency that does not run here...
         _warn(options, f"cannot load the build cache under {sys.executable} ({type(exc).__name__}: {exc}); running plain pip")
         return _pip.main(args)
-    return run_pip(args, CacheGuard)
+    return run_pip(args, CacheGuard, BUILD_ENVIRONMENT_PATCHES if settings.is_build_child() else PATCHES)
 
 
 def _warn(options: Values, message: str) -> None:

@@ -269,7 +269,7 @@ def _prune(store: Store, entries: list[Entry], older_than: float | None, max_siz
         if evicted is None:
             sys.stderr.write("WARNING: another process is trimming the cache now; --max-size skipped\n")
         removed += evicted or 0
-        store.tally.flush(store.base)
+        store.tally.flush(store.base, store.policy)
     _say_removed(removed, kept)
     for directory, size in store.remove_old_layouts():
         print(f"Removed the old layout {directory.name}/ ({usage.format_size(size)})")

@@ -83,6 +83,9 @@ class Pending:
             if reused is not None:
                 self.release()
                 return reused
+        elif self.plan.persistent and (entry := self.guard.store.reuse(self.plan.key)):
+            self.release()  # a build-dependency install below this process built it meanwhile, unlocked
+            return entry.wheel
         self.holding.phase("building")
         self.guard.store.building(self.plan.key)
         return None
@@ -291,11 +294,41 @@ class CacheGuard:
             holding.end_wait("building it here")
         return reused[0] if reused is not None else None
 
-    def _on_wait(self, holder: records.Participant | None) -> None:
-        """While this process waits: if ``holder`` waits for us too, lend our locks (see _in_cycle)."""
+    def _on_wait(self, holder: records.Participant | None) -> bool:
+        """While this process waits: if ``holder`` waits for us too, lend our locks (see _in_cycle); True
+        (stop waiting, build without the lock) if ``holder`` is blocked until this process ends."""
+        if self._blocks(holder):
+            return True
         if self._in_cycle(holder):
             for pending in list(self._held.values()):
                 pending.lend()
+        return False
+
+    def _blocks(self, holder: records.Participant | None) -> bool:
+        """Whether ``holder`` is one of the processes this build-dependency install runs for, or waits,
+        directly or through others, for a lock one of them holds: they are blocked until this process ends,
+        so waiting would never end. (Such a lock is one pip's resolver claimed for a source it has not built
+        yet; it looks in the cache before building it, and finds what this process builds instead.)"""
+        parents = set(settings.parents())
+        if not parents or holder is None or holder.host != socket.gethostname():
+            return False
+        holds, waits = self._graph(holder.host)
+        holders = {key: pid for pid, held in holds.items() for key in held}
+        ahead = _reach(waits.get(holder.pid, set()), lambda key: {holders[key]} if key in holders else set(), waits)
+        return bool((ahead | {holder.pid}) & parents)
+
+    def _graph(self, host: str) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+        """The lock keys each process on ``host`` holds, and those it waits for: a build-dependency
+        install's waits are its parents' too (each is blocked until it ends)."""
+        holds: dict[int, set[str]] = {}
+        waits: dict[int, set[str]] = {}
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.store.records):
+                for p in records.read(self.store.records / name):
+                    if p.host == host:
+                        for pid in (p.pid, *p.parents) if p.role == "waiter" else (p.pid,):
+                            (holds if p.role == "holder" else waits).setdefault(pid, set()).add(p.key)
+        return holds, waits
 
     def _in_cycle(self, holder: records.Participant | None) -> bool:
         """Whether ``holder`` waits, directly or through others, for a lock this process holds (pip's
@@ -305,13 +338,7 @@ class CacheGuard:
         host = socket.gethostname()
         if not self._held or holder is None or holder.host != host or holder.pid == os.getpid():
             return False
-        holds: dict[int, set[str]] = {}
-        waits: dict[int, set[str]] = {}
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.store.records):
-                for p in records.read(self.store.records / name):
-                    if p.host == host:
-                        (holds if p.role == "holder" else waits).setdefault(p.pid, set()).add(p.key)
+        holds, waits = self._graph(host)
         holders = {key: pid for pid, held in holds.items() for key in held}
         waiters: dict[str, set[int]] = {}
         for pid, wanted in waits.items():
@@ -534,7 +561,10 @@ class CacheGuard:
     # --- plain locks: environments, editable trees -------------------------------------------------
 
     def environment_lock(self, scope: str) -> contextlib.AbstractContextManager[object]:
-        """Installs into one environment run one at a time."""
+        """Installs into one environment run one at a time. Not a build-dependency install: its
+        environment is pip's private temp directory (a lock file for each would stay in the cache)."""
+        if settings.parents():
+            return contextlib.nullcontext()
         key = keys.environment_lock_key(scope)
         return self._plain_lock(locks.Subject("environment", key, scope, "", ""), "installing", "installing now")
 

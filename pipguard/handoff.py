@@ -16,8 +16,9 @@ leftovers of dead processes are swept by age.
 A waiter installs a wheel from here only after checking it: the key's and the outcome's directories are
 real directories of this user's (or root's) that nobody else can write to, even in a cache shared on
 purpose (an outcome directory is private to the process that made it, so no other user's could be read
-anyway), and the wheel is a regular file with the size and sha256 its builder recorded. Anything else is
-passed over with a warning, and the waiter builds it itself.
+anyway), or in a team's cache the team's (made for its members to read), and the wheel is a regular file
+with the size and sha256 its builder recorded. Anything else is passed over with a warning, and the
+waiter builds it itself.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pipguard.errors import BuildReport, UntrustedCache
 from pipguard.flocks import keep_locked, try_lock_path
 from pipguard.keys import file_sha256
 from pipguard.redact import redact
+from pipguard.trust import Policy
 
 OUTCOME = "outcome.json"
 OUTCOME_LIMIT = 1 << 22  # a failure's report holds a build's output; a wheel's outcome is a few bytes
@@ -57,9 +59,10 @@ class Outcome:
 
 
 class Handoffs:
-    def __init__(self, root: Path, tmp: Path) -> None:
+    def __init__(self, root: Path, tmp: Path, policy: Policy) -> None:
         self.root = root
         self.tmp = tmp
+        self.policy = policy  # this user's (or the team's) only: never PIPGUARD_TRUST_SHARED_CACHE's waiver
         self._pins: list[int] = []
 
     def publish_wheel(self, key: str, wheel: Path, source_sha256: str | None) -> Outcome:
@@ -68,6 +71,7 @@ class Handoffs:
         def fill(staging: Path) -> dict[str, Any]:
             staged = staging / wheel.name
             shutil.move(wheel, staged)
+            self.policy.share(staged)
             return {
                 "wheel": wheel.name,
                 "size": staged.stat().st_size,
@@ -91,22 +95,24 @@ class Handoffs:
             finished = time.time()
             fields["finished"] = finished
             (staging / OUTCOME).write_text(json.dumps(fields), encoding="utf-8")
+            self.policy.share(staging / OUTCOME)
+            self.policy.share(staging)
             parent = self.root / key
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            trust.check_directory(parent, shared=False)  # where waiters will look: never another user's
+            self.policy.make_dir(parent)
+            trust.check_directory(parent, self.policy)  # where waiters will look: never an outsider's
             target = parent / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
             os.rename(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return _read(target)  # type: ignore[return-value]
+        return _read(target, self.policy)  # type: ignore[return-value]
 
     def since(self, key: str, started: float) -> Outcome | None:
         """The newest outcome for ``key`` whose build finished after ``started`` (a waiter's arrival) and
         whose wheel, if any, is the one its builder made; what fails a check is passed over with a warning."""
         names = self._names(key)
         for name in sorted(names or (), reverse=True):
-            outcome = _read(self.root / key / name)
+            outcome = _read(self.root / key / name, self.policy)
             if outcome is None or outcome.finished < started:
                 continue
             problem = _problem(outcome)
@@ -119,9 +125,9 @@ class Handoffs:
 
     def _names(self, key: str) -> list[str] | None:
         """The outcomes' names in ``key``'s directory; None if there is none, or (with a warning) if it is
-        not a private directory of this user's."""
+        not a private directory of this user's (or the team's)."""
         try:
-            fd = trust.open_directory(self.root / key, shared=False)
+            fd = trust.open_directory(self.root / key, self.policy)
         except FileNotFoundError:
             return None
         except (OSError, UntrustedCache):
@@ -158,7 +164,7 @@ class Handoffs:
             for key in os.listdir(self.root):
                 for name in self._own_names(key):
                     directory = self.root / key / name
-                    outcome = _read(directory)
+                    outcome = _read(directory, self.policy)
                     finished = outcome.finished if outcome is not None else 0.0
                     if now - finished > older_than and try_lock_path(directory / OUTCOME, exclusive=True):
                         _remove(directory, self.tmp)
@@ -167,7 +173,7 @@ class Handoffs:
         """The outcomes in ``key``'s directory, to clean up; a key directory that is not this user's own
         (a symlink, another user's) is removed whole instead, never followed."""
         try:
-            fd = trust.open_directory(self.root / key, shared=False)
+            fd = trust.open_directory(self.root / key, self.policy)
         except FileNotFoundError:
             return []
         except (OSError, UntrustedCache):
@@ -179,10 +185,10 @@ class Handoffs:
             os.close(fd)
 
 
-def _read(directory: Path) -> Outcome | None:
-    """The outcome in ``directory``, if it is one of this user's own, complete and well formed."""
+def _read(directory: Path, policy: Policy) -> Outcome | None:
+    """The outcome in ``directory``, if it is one of this user's own (or the team's), complete and well formed."""
     try:
-        trust.check_directory(directory, shared=False)
+        trust.check_directory(directory, policy)
         fields = json.loads(trust.read_regular(directory / OUTCOME, OUTCOME_LIMIT))
         report = BuildReport(**fields["report"]) if fields.get("report") else None
         name = fields.get("wheel")

@@ -20,6 +20,7 @@ must keep its flags), and polled, so a stop request (Ctrl-C) ends a wait for a t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import select
@@ -129,21 +130,37 @@ class Budget:
     def __init__(self, jobs: int, jobserver: Jobserver | None) -> None:
         self.jobs = jobs
         self.jobserver = jobserver
-        self._slots = threading.BoundedSemaphore(jobs)
+        self._free = jobs
+        self._queue: collections.deque[object] = collections.deque()  # builds waiting for a job, first come first
+        self._turn = threading.Condition()
         self._implicit_free = True  # the token make gave this job: this process's first build runs on it
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def slot(self, stopping: Callable[[], bool]) -> Iterator[None]:
-        """Hold one job for a build (and a make token if it is not this process's only build)."""
-        while not self._slots.acquire(timeout=POLL_SECONDS):
-            if stopping():
-                raise BuildStopped
+        """Hold one job for a build (and a make token if it is not this process's only build).
+
+        Jobs go to builds in the order they asked (builds ahead are submitted in the order pip's resolver
+        will reach them: the command's requirements as given, then each distribution's dependencies)."""
+        me = object()
+        with self._turn:
+            self._queue.append(me)
+            try:
+                while not (self._free > 0 and self._queue[0] is me):
+                    self._turn.wait(POLL_SECONDS)
+                    if stopping():
+                        raise BuildStopped
+            finally:
+                self._queue.remove(me)
+                self._turn.notify_all()
+            self._free -= 1
         try:
             with self._token(stopping):
                 yield
         finally:
-            self._slots.release()
+            with self._turn:
+                self._free += 1
+                self._turn.notify_all()
 
     @contextlib.contextmanager
     def _token(self, stopping: Callable[[], bool]) -> Iterator[None]:

@@ -3,7 +3,8 @@
 The lock itself is a ``filelock.FileLock`` (``flock`` on POSIX; the kernel drops it when its holder dies,
 so a waiter takes over within one poll). The lock file is never deleted. Beside it, records.py keeps who
 holds and who waits. A wait that runs past ``PIPGUARD_LOCK_TIMEOUT`` ends with a warning naming the
-holder, and the caller goes on without the lock (a duplicate build, never a failed install).
+holder, and the caller goes on without the lock (a duplicate build, never a failed install). In a team's
+cache the lock file is the group's (0660), so that every member can open it to lock it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipguard import records
+from pipguard import records, trust
 from pipguard.display import Progress, describe_holder, warn
 from pipguard.errors import BuildStopped
 from pipguard.records import Participant, Record
@@ -84,14 +85,15 @@ def hold(
     timeout: float,
     phase: str,
     stopping: Callable[[], bool] = lambda: False,
-    on_wait: Callable[[Participant | None], None] = lambda holder: None,
+    on_wait: Callable[[Participant | None], bool] = lambda holder: False,
 ) -> Iterator[Holding]:
     """Take the lock for ``subject``, showing who holds it while waiting; yield once held or timed out.
 
     A wait ends with :class:`BuildStopped` as soon as ``stopping`` says so (the command is interrupted:
     a thread waiting in the background cannot get the KeyboardInterrupt itself). ``on_wait`` sees the
-    holder at each refresh of a wait (the guard breaks cycles of waits there)."""
-    lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=0o600)
+    holder at each refresh of a wait (the guard breaks cycles of waits there); True from it ends the wait
+    at once, without the lock and without a warning (the holder is blocked until this process ends)."""
+    lock = FileLock(lock_path, preserve_lock_file=True, fallback_to_soft=False, mode=trust.configured().file_mode)
     waited = 0.0
     wait_started: float | None = None
     previous: Participant | None = None
@@ -118,40 +120,49 @@ def hold(
             lock.release()
 
 
+def _acquire(lock: FileLock, timeout: float, cancel_check: Callable[[], bool]) -> bool:
+    try:
+        lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS, cancel_check=cancel_check)
+    except Timeout:
+        return False
+    return True
+
+
 def _wait(
     lock: FileLock,
     record_dir: Path,
     subject: Subject,
     timeout: float,
     stopping: Callable[[], bool],
-    on_wait: Callable[[Participant | None], None],
+    on_wait: Callable[[Participant | None], bool],
 ) -> tuple[bool, float, Participant | None, Progress | None]:
     waiter = Record(record_dir, _participant("waiter", subject, "waiting"))
     progress = Progress(subject.what, waiting=True)
     started = time.monotonic()
     last_refresh = 0.0
     holder: Participant | None = None
+    gave_way = False
 
     def refresh() -> bool:
-        nonlocal last_refresh, holder
+        nonlocal last_refresh, holder, gave_way
         now = time.monotonic()
-        if now - last_refresh >= REFRESH_SECONDS:
+        if now - last_refresh >= REFRESH_SECONDS and not gave_way:
             last_refresh = now
             everyone = records.read(record_dir)
             holder = next((p for p in everyone if p.role == "holder"), holder)
-            others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
-            progress.tick(holder, others)
-            on_wait(holder)
-        return stopping()
+            gave_way = on_wait(holder)
+            if not gave_way:
+                others = [p for p in everyone if p.role == "waiter" and p.pid != waiter.participant.pid]
+                progress.tick(holder, others)
+        return gave_way or stopping()
 
-    refresh()
     try:
-        lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS, cancel_check=refresh)
-        locked = True
-    except Timeout:
-        locked = False
+        locked = not refresh() and _acquire(lock, timeout, refresh)
     finally:
         waiter.remove()
+    if gave_way and not locked:
+        progress.pause()
+        return False, time.monotonic() - started, holder, None
     if not locked and stopping():
         progress.pause()
         raise BuildStopped(f"stopped waiting for {subject.what}")

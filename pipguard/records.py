@@ -49,6 +49,9 @@ class Participant:
     # The environment the process installs into (its sys.prefix, under the runner the target's): many
     # command lines read alike (``pip install x`` with $VIRTUAL_ENV), their environments do not.
     target: str = ""
+    # The pipguard processes blocked until this one ends (it installs their build dependencies): a wait of
+    # this process is a wait of theirs too (guard.py breaks cycles through them).
+    parents: tuple[int, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """The fields ``guard status --json`` shows for a holder or a waiter."""
@@ -77,6 +80,7 @@ def this_process(role: str, kind: str, key: str, name: str, version: str, source
         since=now_iso(),
         phase=phase,
         target=sys.prefix,
+        parents=settings.parents(),
     )
 
 
@@ -102,13 +106,15 @@ class Record:
         self._publish()
 
     def _publish(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        trust.check_directory(self.directory, settings.trusts_shared_cache())  # where readers will look
+        policy = trust.configured()
+        policy.make_dir(self.directory)
+        trust.check_directory(self.directory, policy)  # where readers will look
         p = self.participant
         name = f"{p.role}-{p.host}-{p.pid}-{next(_sequence)}-{os.urandom(4).hex()}.json"
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, policy.file_mode)
         try:
+            policy.share(fd)  # a team's members read it, and remove it once its owner is dead
             os.write(fd, json.dumps(asdict(p)).encode())
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(temp, self.directory / name)
@@ -142,11 +148,12 @@ def _unlink_and_close(path: Path, fd: int) -> None:
 def read(directory: Path) -> list[Participant]:
     """The live participants in ``directory``; records of dead owners are removed on the way.
 
-    Only a real directory no other user can write to is read (unless the cache is shared on purpose), and
-    in it only regular files: anything else planted there (a FIFO, a symlink) is passed over, never waited
-    on. Reading is relative to the directory's descriptor, so nothing can be swapped in under the reader."""
+    Only a real directory no other user can write to is read (unless the cache is shared on purpose, or is
+    a team's that only its members can write), and in it only regular files: anything else planted there
+    (a FIFO, a symlink) is passed over, never waited on. Reading is relative to the directory's
+    descriptor, so nothing can be swapped in under the reader."""
     try:
-        fd = trust.open_directory(directory, settings.trusts_shared_cache())
+        fd = trust.open_directory(directory, trust.configured())
     except (OSError, UntrustedCache):
         return []
     try:
@@ -193,7 +200,8 @@ def _read_live(name: str, dir_fd: int) -> Participant | None:
     try:
         if not try_lock(fd):
             try:
-                return Participant(**json.loads(os.read(fd, RECORD_LIMIT)))
+                fields = json.loads(os.read(fd, RECORD_LIMIT))
+                return Participant(**{**fields, "parents": tuple(fields.get("parents", ()))})
             except (OSError, ValueError, TypeError):
                 return None
         # Lockable: its owner is gone. The name is never reused, so it is this dead record we remove.

@@ -36,6 +36,44 @@ def scrub_environment() -> None:
         _taken[name] = os.environ.pop(name)
 
 
+# Set only in a build-dependency install pipguard runs for pip (build_deps.py): the pids of the pipguard
+# processes above it, each blocked until it ends. Its presence says this process installs into pip's
+# private build environment.
+PARENTS_VARIABLE = "PIPGUARD_PARENTS"
+# What such a child is handed: pipguard's local settings, never the remote tier's (its token, signing key and
+# URL, which may carry credentials, stay in the process the user started; the child builds locally).
+CHILD_VARIABLES = (
+    "PIPGUARD_LOCK_TIMEOUT",
+    "PIPGUARD_CACHE_MAX_SIZE",
+    "PIPGUARD_JOBS",
+    "PIPGUARD_PROGRESS",
+    "PIPGUARD_TRUST_SHARED_CACHE",
+)
+
+
+# Set only in pipguard's own build child (builder.py): it builds one source whose lock its parent holds.
+BUILD_CHILD_VARIABLE = "PIPGUARD_BUILD_CHILD"
+
+
+def is_build_child() -> bool:
+    """Whether this process is pipguard's build child (only its build environments go through the seam)."""
+    return variable(BUILD_CHILD_VARIABLE) == "1"
+
+
+def parents() -> tuple[int, ...]:
+    """The pipguard processes this one installs build dependencies for (outermost first); () at the top."""
+    raw = variable(PARENTS_VARIABLE) or ""
+    return tuple(int(pid) for pid in raw.split(",") if pid.isdigit())
+
+
+def child_environment() -> dict[str, str]:
+    """The variables a pipguard child needs to share this process's cache, locks and settings."""
+    handed = {name: value for name in CHILD_VARIABLES if (value := variable(name)) is not None}
+    handed["PIPGUARD_CACHE_DIR"] = str(cache_root())
+    handed[PARENTS_VARIABLE] = ",".join(str(pid) for pid in (*parents(), os.getpid()))
+    return handed
+
+
 def cache_root() -> Path:
     """``PIPGUARD_CACHE_DIR``, else the per-user cache directory of the platform."""
     configured = variable("PIPGUARD_CACHE_DIR")
@@ -89,6 +127,11 @@ def progress_override() -> tuple[str | None, str | None]:
 def trusts_shared_cache() -> bool:
     """``PIPGUARD_TRUST_SHARED_CACHE=1``: use a cache directory other users can write to."""
     return variable("PIPGUARD_TRUST_SHARED_CACHE") in ("1", "true", "yes")
+
+
+def cache_group() -> str:
+    """``PIPGUARD_CACHE_GROUP``: the group (a name or a gid) whose members share the cache (trust.py)."""
+    return (variable("PIPGUARD_CACHE_GROUP") or "").strip()
 
 
 def in_ci_or_make() -> bool:

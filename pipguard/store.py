@@ -16,10 +16,12 @@ An entry is built in ``tmp/``, verified, and renamed into place whole, so reader
 a complete entry. Every read checks the wheel's sha256 against the manifest; a damaged entry is moved
 aside and rebuilt. What is read is trusted only as far as trust.py allows: the way to the root and every
 directory of the layout no other user can change, shards and entries real directories of this user's,
-files regular ones. A process keeps a shared lock on each entry it hands to pip until it exits, and
-removal takes an exclusive one, so nothing in use is removed. Every use of an entry sets its manifest's
-mtime (atime is unreliable: ``noatime``, ``relatime``): the size cap evicts the least recently used first.
-A cache this user cannot write is read only: its verified entries serve hits, and nothing is added.
+files regular ones. In a team's cache (PIPGUARD_CACHE_GROUP) the members' directories are trusted too,
+and whatever is made there is the group's, to read, lock and remove. A process keeps a shared lock on
+each entry it hands to pip until it exits, and removal takes an exclusive one, so nothing in use is
+removed. Every use of an entry sets its manifest's mtime (atime is unreliable: ``noatime``,
+``relatime``): the size cap evicts the least recently used first. A cache this user cannot write is read
+only: its verified entries serve hits, and nothing is added.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +66,6 @@ class Entry:
     manifest: dict[str, Any]
 
 
-def _private_mkdir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -78,8 +77,10 @@ class Store:
         # Made at the first environment kept (not part of the layout prepare() checks: an older cache, read
         # only here, lacks it); its entries are removed, counted and trimmed with the wheels.
         self.build_envs = self.base / "buildenvs"
-        self.handoffs = Handoffs(self.base / "handoffs", self.tmp)
-        self.shared = False  # PIPGUARD_TRUST_SHARED_CACHE, as prepare() was told
+        # Whose directories are trusted and how new ones are made (PIPGUARD_CACHE_GROUP; prepare() adds
+        # PIPGUARD_TRUST_SHARED_CACHE as it is told).
+        self.policy = trust.configured()
+        self.handoffs = Handoffs(self.base / "handoffs", self.tmp, self.policy.unwaived())
         self.read_only = False  # a cache this user may read but not write: hits only (prepare() says)
         self._pins: list[int] = []
         self.tally = usage.Tally()  # this process's counts, added to usage.jsonl at exit
@@ -88,25 +89,31 @@ class Store:
         self._building: dict[str, float] = {}  # key -> when its build began (monotonic), for the manifest
 
     def prepare(self, trust_shared: bool) -> None:
-        """Create the layout (private to this user) and refuse a cache other users could change."""
-        try:
-            _private_mkdir(self.root)
+        """Create the layout (private to this user, or the team's) and refuse a cache that anyone not
+        trusted could change. The root is checked before anything is made in it."""
+        policy = trust.configured()
+        if policy.refusal is not None:
+            raise UntrustedCache(policy.refusal)
+        self.policy = trust.Policy(policy.group, waived=trust_shared)
+        self.handoffs.policy = self.policy.unwaived()
+        self._make(self.root)
+        with _checking():
+            trust.check_ancestors(self.root, self.policy)
+            trust.check_private(self.root, self.root.stat(), self.policy)
+        for directory in self.layout():
+            self._make(directory)
+        with _checking():
             for directory in self.layout():
-                _private_mkdir(directory)
-        except OSError as exc:
-            raise CacheUnusable(f"cannot create {self.root}: {exc.strerror or exc}") from exc
-        self.shared = trust_shared
-        try:
-            if not trust_shared:
-                trust.check_ancestors(self.root)
-                trust.check_private(self.root, self.root.stat(), shared=False)
-            for directory in self.layout():
-                trust.check_directory(directory, trust_shared)
-        except OSError as exc:
-            raise CacheUnusable(f"cannot check {exc.filename}: {exc.strerror or exc}") from exc
+                trust.check_directory(directory, self.policy)
         # A cache another user (root, an image's build) filled and this one may only read still serves
         # its verified entries; misses are plain pip's.
         self.read_only = not all(os.access(directory, os.W_OK) for directory in self.layout())
+
+    def _make(self, directory: Path) -> None:
+        try:
+            self.policy.make_dir(directory)
+        except OSError as exc:
+            raise CacheUnusable(f"cannot create {directory}: {exc.strerror or exc}") from exc
 
     def layout(self) -> tuple[Path, ...]:
         """Every directory of the layout, outermost first: each is created, checked and read as such."""
@@ -131,7 +138,7 @@ class Store:
         directory = self.entry_dir(key)
         for part in (directory.parent, directory):
             try:
-                trust.check_directory(part, self.shared)
+                trust.check_directory(part, self.policy)
             except FileNotFoundError:
                 return None  # no entry yet
             except UntrustedCache as exc:
@@ -232,6 +239,8 @@ class Store:
         try:
             staged = staging / wheel.name
             shutil.move(wheel, staged)
+            self.policy.share(staging)
+            self.policy.share(staged)
             manifest = {
                 "layout": LAYOUT_VERSION,
                 "key": key,
@@ -244,10 +253,10 @@ class Store:
             if started is not None:
                 manifest["build_seconds"] = round(time.monotonic() - started, 3)
                 self.tally.add("builds")
-            _write_synced(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            _write_synced(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True), self.policy)
             _fsync_path(staged)
             target = self.entry_dir(key)
-            _private_mkdir(target.parent)
+            self.policy.make_dir(target.parent)
             for _attempt in range(2):
                 try:
                     os.rename(staging, target)
@@ -316,10 +325,11 @@ class Store:
         if not self.wheels.is_dir():
             return 0
         try:
-            fd = os.open(self.base / TRIM_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = os.open(self.base / TRIM_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, self.policy.file_mode)
         except OSError:
             return None
         try:
+            self.policy.share(fd)
             if not try_lock(fd, exclusive=True):
                 return None
             entries = sorted(self.entries() + self.env_entries(), key=last_used)
@@ -343,7 +353,7 @@ class Store:
         with contextlib.suppress(OSError):
             if self._grew and self.max_size is not None:
                 self.trim(self.max_size)
-            self.tally.flush(self.base)
+            self.tally.flush(self.base, self.policy)
 
     def old_layouts(self) -> list[tuple[Path, int]]:
         """Layout directories of older pipguards (``v0/`` beside ``v1/``) this one no longer reads, with the
@@ -382,6 +392,15 @@ class Store:
             except OSError:
                 continue
         self.handoffs.sweep(older_than)
+
+
+@contextlib.contextmanager
+def _checking() -> Iterator[None]:
+    """A check that cannot even look (no permission to search the cache) makes the cache unusable."""
+    try:
+        yield
+    except OSError as exc:
+        raise CacheUnusable(f"cannot check {exc.filename}: {exc.strerror or exc}") from exc
 
 
 def last_used(entry: Entry) -> float:
@@ -433,8 +452,9 @@ def check_wheel(wheel: Path) -> None:
         raise CacheUnusable(f"{wheel.name}: no dist-info RECORD")
 
 
-def _write_synced(path: Path, text: str) -> None:
+def _write_synced(path: Path, text: str, policy: trust.Policy) -> None:
     with open(path, "w", encoding="utf-8") as handle:
+        policy.share(handle.fileno())
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

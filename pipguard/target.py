@@ -129,8 +129,12 @@ def _same_path(a: str, b: str) -> bool:
         return False
 
 
-def exec_under(interpreter: str, args: list[str]) -> None:
-    """Replace this process with pipguard running under ``interpreter``: same pid, same exit code."""
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
+
+
+def runner_sources() -> str:
+    """Where ``_runner.py`` finds pipguard and the packages it drives (``PIPGUARD_SOURCES``): the folders
+    this process imports them from, so another interpreter runs this very pipguard and this very pip."""
     sources = {}
     for name in _PACKAGES:
         spec = importlib.util.find_spec(name)
@@ -138,14 +142,18 @@ def exec_under(interpreter: str, args: list[str]) -> None:
             sources[name] = os.path.dirname(list(spec.submodule_search_locations)[0])
         elif spec is not None and spec.origin:
             sources[name] = os.path.dirname(spec.origin)
+    return json.dumps(sources)
+
+
+def exec_under(interpreter: str, args: list[str]) -> None:
+    """Replace this process with pipguard running under ``interpreter``: same pid, same exit code."""
     env = dict(os.environ)
     env[_pip.RUNNER_ENV] = "1"
-    env["PIPGUARD_SOURCES"] = json.dumps(sources)
+    env["PIPGUARD_SOURCES"] = runner_sources()
     env.setdefault("PIPGUARD_ARGV", json.dumps(["pipguard", *args]))
-    runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(interpreter, [interpreter, runner, *args], env)
+    os.execve(interpreter, [interpreter, RUNNER, *args], env)
 
 
 def own_pip_version() -> str | None:

@@ -11,6 +11,13 @@ worth something if no other local user can put anything there, or swap the path 
 - every file it reads is opened with ``O_NOFOLLOW | O_NONBLOCK`` and used only if it is a regular file (a
   FIFO planted where a record should be must not hang a reader).
 
+A team's cache (``PIPGUARD_CACHE_GROUP``, a group this user is in) widens "this user or root" to the
+members of that one group, and nobody else: a directory or file whose group is the team's may belong to
+any member and be writable by the group, never by others. Only members can make such a thing where only
+the group can write (nobody may give a file a group they are not in), so an outsider keeps every check
+above. Whatever pipguard makes there is the group's (mode 2770 or 0660, the
+team's gid, whatever the umask), so that every member can read it, lock it, and remove it.
+
 ``PIPGUARD_TRUST_SHARED_CACHE=1`` waives the owner and mode checks (a cache shared on purpose), never the
 checks on what a path is.
 """
@@ -18,16 +25,20 @@ checks on what a path is.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipguard.errors import UntrustedCache
 from pipguard.keys import stream_sha256
 
-WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 SYMLINK_DEPTH = 40  # the kernel's own limit (MAXSYMLINKS)
-SHARED_HINT = "set PIPGUARD_TRUST_SHARED_CACHE=1 to use it anyway"
+SHARED_HINT = "set PIPGUARD_CACHE_GROUP to share it with a group, or PIPGUARD_TRUST_SHARED_CACHE=1 to use it anyway"
+TEAM_DIR_MODE = 0o2770  # setgid: what members add below keeps the team's group
+TEAM_FILE_MODE = 0o660
+PRIVATE_FILE_MODE = 0o600
 
 
 def trusted_owner(uid: int) -> bool:
@@ -35,19 +46,113 @@ def trusted_owner(uid: int) -> bool:
     return uid in (os.getuid(), 0)
 
 
-def check_ancestors(root: Path) -> None:
+@dataclass(frozen=True)
+class Policy:
+    """Whose directories and files are trusted, and how pipguard makes its own: this user's and root's
+    (the default), also those of ``group``, a team this user is in (PIPGUARD_CACHE_GROUP), or anyone's
+    (``waived``: PIPGUARD_TRUST_SHARED_CACHE). ``refusal`` says why a team asked for cannot be used."""
+
+    group: int | None = None
+    waived: bool = False
+    refusal: str | None = None
+
+    def problem(self, info: os.stat_result) -> str | None:
+        """Why someone not trusted could change what ``info`` describes, or None."""
+        if self.waived:
+            return None
+        if not (trusted_owner(info.st_uid) or self._teams(info)):
+            return "belongs to another user"
+        if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and not self._teams(info)):
+            return "can be written by other users"
+        return None
+
+    def _teams(self, info: os.stat_result) -> bool:
+        """The team's group: where only the group may write, only a member can have made it so."""
+        return self.group is not None and info.st_gid == self.group
+
+    @property
+    def file_mode(self) -> int:
+        """The mode of files pipguard creates: private, or the team's."""
+        return PRIVATE_FILE_MODE if self.group is None else TEAM_FILE_MODE
+
+    def make_dir(self, path: Path) -> None:
+        """Create ``path`` and any missing parent: private to this user (0700), or the team's."""
+        if self.group is None:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+        if not os.path.isdir(path.parent):
+            self.make_dir(path.parent)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            return  # another member's, or this user's from before: as it is
+        self.share(path)
+
+    def share(self, path: Path | int) -> None:
+        """In a team's cache, give a file or directory this user made (a path, never followed, or an open
+        descriptor) the team's group and mode, whatever the umask; anyone else's is left as it is."""
+        if self.group is None:
+            return
+        fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                return
+            if info.st_gid != self.group:
+                os.fchown(fd, -1, self.group)
+            os.fchmod(fd, TEAM_DIR_MODE if stat.S_ISDIR(info.st_mode) else TEAM_FILE_MODE)
+        finally:
+            if not isinstance(path, int):
+                os.close(fd)
+
+    def unwaived(self) -> Policy:
+        """The same team, without PIPGUARD_TRUST_SHARED_CACHE: for what must be this user's or the team's."""
+        return Policy(self.group, waived=False, refusal=self.refusal)
+
+
+def configured() -> Policy:
+    """The policy the settings ask for (PIPGUARD_TRUST_SHARED_CACHE, PIPGUARD_CACHE_GROUP)."""
+    from pipguard import settings
+
+    waived = settings.trusts_shared_cache()
+    named = settings.cache_group()
+    if not named:
+        return Policy(waived=waived)
+    group, refusal = _resolve_group(named)
+    return Policy(group, waived=waived, refusal=refusal)
+
+
+@functools.cache
+def _resolve_group(named: str) -> tuple[int | None, str | None]:
+    """The gid PIPGUARD_CACHE_GROUP names (a group name or a number), if this user is one of its members
+    (root always is); else why not."""
+    import grp
+
+    try:
+        gid = int(named) if named.isdigit() else grp.getgrnam(named).gr_gid
+    except KeyError:
+        return None, f"PIPGUARD_CACHE_GROUP={named!r} names no group here"
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        return None, f"PIPGUARD_CACHE_GROUP={named!r}: this user is not a member of that group"
+    return gid, None
+
+
+def check_ancestors(root: Path, policy: Policy) -> None:
     """Raise UntrustedCache if another user can swap ``root`` (or anything on the way to it) for another.
 
     Follows the path as the kernel resolves it, symlinks included, and checks every directory a name is
-    looked up in."""
+    looked up in. A sticky directory others can write (``/tmp``), this user's or root's, is fine if the
+    next one is this user's or root's: nobody else may rename it there. Not the team's: a member's group
+    is no proof there, since a setgid directory anyone can write gives its group to what anyone makes."""
     for directory, name in _lookups(os.path.abspath(root), 0):
         info = os.lstat(directory)
-        if not trusted_owner(info.st_uid):
-            raise UntrustedCache(f"{directory} (above the cache) belongs to another user; {SHARED_HINT}")
-        if info.st_mode & WRITABLE_BY_OTHERS and not (
-            info.st_mode & stat.S_ISVTX and trusted_owner(os.lstat(os.path.join(directory, name)).st_uid)
+        problem = policy.problem(info)
+        if problem is not None and not (
+            info.st_mode & stat.S_ISVTX
+            and trusted_owner(info.st_uid)
+            and trusted_owner(os.lstat(os.path.join(directory, name)).st_uid)
         ):
-            raise UntrustedCache(f"{directory} (above the cache) can be written by other users; {SHARED_HINT}")
+            raise UntrustedCache(f"{directory} (above the cache) {problem}; {SHARED_HINT}")
 
 
 def _lookups(path: str, depth: int) -> list[tuple[str, str]]:
@@ -71,11 +176,11 @@ def _lookups(path: str, depth: int) -> list[tuple[str, str]]:
     return found
 
 
-def open_directory(path: Path, shared: bool) -> int:
-    """A descriptor of ``path``, a real directory no other user can write to (unless ``shared``).
+def open_directory(path: Path, policy: Policy) -> int:
+    """A descriptor of ``path``, a real directory that ``policy`` trusts.
 
-    Raises UntrustedCache for a symlink, a non-directory or another user's directory; OSError if it cannot
-    be opened (FileNotFoundError: there is nothing there)."""
+    Raises UntrustedCache for a symlink, a non-directory or a directory ``policy`` does not trust; OSError if
+    it cannot be opened (FileNotFoundError: there is nothing there)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
@@ -83,26 +188,23 @@ def open_directory(path: Path, shared: bool) -> int:
             raise
         raise UntrustedCache(f"{path} is not a directory (symlinks are not followed)") from exc
     try:
-        check_private(path, os.fstat(fd), shared)
+        check_private(path, os.fstat(fd), policy)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def check_directory(path: Path, shared: bool) -> None:
+def check_directory(path: Path, policy: Policy) -> None:
     """:func:`open_directory`, for a caller that only needs to know."""
-    os.close(open_directory(path, shared))
+    os.close(open_directory(path, policy))
 
 
-def check_private(path: Path, info: os.stat_result, shared: bool) -> None:
-    """Raise UntrustedCache if another user owns ``path`` or can write to it (unless ``shared``)."""
-    if shared:
-        return
-    if not trusted_owner(info.st_uid):
-        raise UntrustedCache(f"{path} belongs to another user; {SHARED_HINT}")
-    if info.st_mode & WRITABLE_BY_OTHERS:
-        raise UntrustedCache(f"{path} can be written by other users; {SHARED_HINT}")
+def check_private(path: Path, info: os.stat_result, policy: Policy) -> None:
+    """Raise UntrustedCache if someone ``policy`` does not trust owns ``path`` or can write to it."""
+    problem = policy.problem(info)
+    if problem is not None:
+        raise UntrustedCache(f"{path} {problem}; {SHARED_HINT}")
 
 
 def open_regular(name: str | Path, dir_fd: int | None = None) -> int:

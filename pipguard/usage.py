@@ -4,7 +4,8 @@ Counts are kept per process while it runs and added at exit as one line of JSON 
 (opened ``O_APPEND``: the kernel puts each process's single write at the end, so concurrent installs never
 lose or tear each other's lines and need no lock). Readers sum the lines; ``guard cache stats --reset``
 empties the file, which is all the compaction it needs (a line is ~150 bytes per command that used the
-cache). Nothing here may fail a command: a cache that cannot take the line loses it.
+cache). In a team's cache the file is the group's, so every member's lines go in. Nothing here may fail
+a command: a cache that cannot take the line loses it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import re
 import threading
 from pathlib import Path
+
+from pipguard.trust import Policy
 
 FILE = "usage.jsonl"
 COUNTS = ("hits", "misses", "builds", "waits", "evictions")
@@ -71,15 +74,16 @@ class Tally:
         with self._lock:
             self.values[name] = self.values.get(name, 0) + amount
 
-    def flush(self, base: Path) -> None:
+    def flush(self, base: Path, policy: Policy) -> None:
         """Append this process's counts as one line under ``base``, once; nothing if there are none."""
         values, self.values = self.values, {}
         if not any(values.values()):
             return
         line = (json.dumps(values, sort_keys=True) + "\n").encode()
         with contextlib.suppress(OSError):
-            fd = os.open(base / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = os.open(base / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, policy.file_mode)
             try:
+                policy.share(fd)
                 os.write(fd, line)
             finally:
                 os.close(fd)

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,13 +20,12 @@ from typing import Any
 import pytest
 from conftest import Dists, World
 from pipguard.store import TRIM_LOCK, entry_size
-from support.envs import make_venv
+from support.anyuser import OTHER_UID, AnyUser, any_user, as_user, owned_by  # noqa: F401 (any_user: a fixture)
 from support.processes import Crew, Gate, install_args, install_cmd, status, wait_for
 from test_local_trust import reachable  # noqa: F401 (a fixture: a directory another user can reach)
 
 PRUNE_MAX_SIZE_ZERO = ("guard", "cache", "prune", "--max-size", "0")
-READER_UID = 4711
-AS_READER = ("setpriv", f"--reuid={READER_UID}", f"--regid={READER_UID}", "--clear-groups")
+READER_UID = OTHER_UID
 
 
 def install(world: World, dists: Dists, job: str, *names: str, env: dict[str, str] | None = None) -> None:
@@ -180,16 +178,9 @@ def readable_by_all(root: Path) -> None:
             os.chmod(os.path.join(directory, name), 0o644)
 
 
-def owned_by_reader(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for directory, _dirs, files in os.walk(path):
-        for name in (directory, *(os.path.join(directory, file) for file in files)):
-            os.chown(name, READER_UID, READER_UID, follow_symlinks=False)  # a venv's python links outside
-    return path
-
-
-@pytest.mark.skipif(os.getuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to run as another user")
-def test_a_cache_this_user_cannot_write_serves_its_wheels(world: World, dists: Dists, reachable: Path) -> None:
+def test_a_cache_this_user_cannot_write_serves_its_wheels(
+    world: World, dists: Dists, reachable: Path, any_user: AnyUser
+) -> None:
     """root fills the cache with alpha and shares it read-only; another user installs alpha from it and
     builds beta as plain pip would, with one warning and nothing added to the cache."""
     world.cache = reachable / "cache"
@@ -198,19 +189,15 @@ def test_a_cache_this_user_cannot_write_serves_its_wheels(world: World, dists: D
     readable_by_all(world.cache)
     before = sorted(world.cache.rglob("*"))
 
-    venv = reachable / "venv"
-    make_venv(venv)
+    venv = any_user.venv(reachable / "venv", owner=READER_UID)
     hook_log = reachable / "hooks.jsonl"
     hook_log.write_text(world.hook_log.read_text())
-    env = {"PIP_CACHE_DIR": str(owned_by_reader(reachable / "pip-cache")), "HOME": str(owned_by_reader(reachable / "home")),
-           "FIXTURE_HOOK_LOG": str(hook_log)}
-    owned_by_reader(venv)
+    env = {"PIP_CACHE_DIR": str(owned_by(reachable / "pip-cache", READER_UID)),
+           "HOME": str(owned_by(reachable / "home", READER_UID)), "FIXTURE_HOOK_LOG": str(hook_log)}
     os.chown(hook_log, READER_UID, READER_UID)
     world.hook_log = hook_log
-    probe = world.run([*AS_READER, str(world.python), "-c", f"import os; print(os.path.exists({str(venv / 'bin' / 'python')!r}))"])
-    if probe.stdout.strip() != "True":
-        pytest.skip(f"uid {READER_UID} cannot reach the interpreter this test's venvs link to ({probe.output.strip()})")
-    result = world.run([*AS_READER, *world.pipguard_cmd(*install_args(venv, dists.index.url, "alpha", "beta"))], env=env, cwd=reachable)
+    reader = [*as_user(READER_UID), str(any_user.python), "-m", "pipguard"]
+    result = world.run([*reader, *install_args(venv, dists.index.url, "alpha", "beta")], env=env, cwd=reachable)
 
     assert result.returncode == 0, result.output
     assert len(result.warnings()) == 1 and "read-only" in result.warnings()[0], result.stderr

@@ -155,6 +155,20 @@ def test_pinned_sdists_built_ahead_show_as_plain_pips_builds_not_as_cache_hits(w
     assert guarded.stderr == ""
 
 
+def test_unpinned_sdists_built_ahead_show_as_plain_pips_builds_and_land_in_pips_cache_too(world: World, dists: Dists) -> None:
+    """midpkg and alpha, unpinned, built ahead side by side (and midpkg's dependency leafpkg as soon as
+    the resolver learns it): shown as plain pip shows its builds, and their wheels kept in pip's own cache
+    where plain pip keeps them (``pip cache list``)."""
+    env = {"PIPGUARD_JOBS": "2"}
+    guarded, plain = _side_by_side(world, "--index-url", dists.index.url, "midpkg", "alpha", env=env)
+    assert guarded.returncode == plain.returncode == 0, guarded.output
+    assert {"midpkg", "leafpkg"} <= world.cached_projects()
+    assert _masked(guarded.stdout) == _masked(plain.stdout)
+    assert guarded.stderr == ""
+    listed = [world.pip("cache", "list", env=cache).stdout for cache in ({}, {"PIP_CACHE_DIR": str(world.root / "plain-pip-cache")})]
+    assert "leafpkg-2.0" in listed[0] and listed[0] == listed[1]
+
+
 def test_a_failed_build_ahead_is_reported_in_pips_build_step_after_the_others(world: World, dists: Dists) -> None:
     """One of two pinned sdists built ahead fails: the other is built and named, the failure is shown
     where pip shows its own, and the failed one is not built a second time."""

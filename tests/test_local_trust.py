@@ -20,25 +20,19 @@ from pathlib import Path
 
 import pytest
 from conftest import Dists, World
+from support.anyuser import OTHER_UID, as_user, needs_root
 from support.index import IndexServer
 from support.processes import Crew, Gate, install_args, install_cmd, status, wait_for, waiting_pids
 from support.projects import make_project, make_sdist
 from support.remote import openssl_keypair
 from test_robustness import evil_wheel
 
-OTHER_UID = 4711  # a uid nobody on the machine uses: "another local user"
 HANG_BOUND = 60  # seconds: far beyond what reading a cache takes; a blocked read never returns at all
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="acting as another local user needs root (chown, setpriv --reuid)",
-)
 
 
 def as_other_user(*command: str) -> None:
     """Run ``command`` as OTHER_UID, with no groups: what another local user could do."""
-    ids = [f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--clear-groups"]
-    done = subprocess.run(["setpriv", *ids, *command], capture_output=True, text=True, timeout=HANG_BOUND)
+    done = subprocess.run([*as_user(OTHER_UID), *command], capture_output=True, text=True, timeout=HANG_BOUND)
     assert done.returncode == 0, done.stderr
 
 

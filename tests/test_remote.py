@@ -205,7 +205,10 @@ def test_a_store_that_is_down_costs_one_warning(world: World, dists: Dists) -> N
 
 def test_a_store_that_never_answers_is_asked_once_and_given_up(world: World, dists: Dists) -> None:
     with Hanging() as hanging:
-        env = machine(world, "m", PIPGUARD_REMOTE=hanging.url, PIPGUARD_REMOTE_TIMEOUT="1", PIPGUARD_REMOTE_WRITE="1")
+        # One build at a time (the two sdists would otherwise be built ahead, each asking the store at once).
+        env = machine(
+            world, "m", PIPGUARD_REMOTE=hanging.url, PIPGUARD_REMOTE_TIMEOUT="1", PIPGUARD_REMOTE_WRITE="1", PIPGUARD_JOBS="1"
+        )
         result = install(world, dists, env, "v", "alpha", "beta")
         accepted = hanging.accepted
     assert accepted == 1  # switched off after the first timeout, for both packages and the upload
@@ -377,7 +380,10 @@ def test_a_store_that_trickles_is_cut_off_at_the_deadline(world: World, dists: D
     store = published(world, dists, "alpha")
     with HostileStore(store) as hostile:
         hostile.lies[f"v2/keys/{key_dir(store).name}/anyone.json"] = "drip"
-        env = machine(world, "reader", PIPGUARD_REMOTE=hostile.url, PIPGUARD_REMOTE_DEADLINE="3", PIPGUARD_REMOTE_WRITE="1")
+        # One build at a time: alpha's lookup meets the drip first (built ahead, beta's upload could come first).
+        env = machine(
+            world, "reader", PIPGUARD_REMOTE=hostile.url, PIPGUARD_REMOTE_DEADLINE="3", PIPGUARD_REMOTE_WRITE="1", PIPGUARD_JOBS="1"
+        )
         started = time.monotonic()
         result = install(world, dists, env, "r", "alpha", "beta")
         took = time.monotonic() - started

@@ -132,3 +132,22 @@ def test_concurrent_builds_collide_in_tree_but_not_from_sdists(tmp_path: Path) -
     gate.open()
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stdout.read()  # type: ignore[union-attr]
+
+
+def test_build_requirement_only_as_sdist_is_built_inside_the_build_environment(tmp_path: Path) -> None:
+    """build_requires= names a build requirement: plain pip builds it from its sdist for the build
+    environment, and installs only the project itself into the venv."""
+    dists = tmp_path / "dists"
+    make_sdist(make_project(tmp_path / "src", "needs-tool", "1.0", build_requires=["build-tool>=1"]), dists)
+    make_sdist(make_project(tmp_path / "src", "build-tool", "1.0"), dists)
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    log = tmp_path / "hooks.jsonl"
+    env = clean_env(FIXTURE_HOOK_LOG=str(log), PIP_NO_CACHE_DIR="1")
+    with IndexServer(dists) as server:
+        res = pip_install(venv, "--index-url", server.url, "needs-tool", env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert count(log, "build_wheel", "build-tool") == 1
+    assert count(log, "build_wheel", "needs-tool") == 1
+    installed = {p.name for p in venv_site_packages(venv).glob("*.dist-info")}
+    assert installed == {"needs_tool-1.0.dist-info"}

@@ -145,7 +145,7 @@ def _announce(factory: Factory, link: Link, template: InstallRequirement | None)
     factory.preparer._log_preparing_link(header(link, template))
 
 
-def pinned_sdists(
+def requested_sdists(
     reqs: list[InstallRequirement],
     finder: PackageFinder,
     session: PipSession,
@@ -153,75 +153,129 @@ def pinned_sdists(
     installing: bool,
     heard: dict[str, list[str]],
 ) -> list[tuple[str, Source]]:
-    """(link URL, source) of each sdist the resolver will ask a wheel for, known before it starts.
+    """(link URL, source) of each sdist the resolver will ask a wheel for first, known before it starts.
 
-    That is each requirement the user gave (not a constraint, not editable) whose markers match and that
-    names one distribution: pinned with ``==`` (no wildcard) or ``===``, or a direct archive URL or path.
-    For a pinned name, the link is the finder's best candidate for the requirement's specifier and hashes
-    joined with its constraints', exactly the question pip's resolver asks (same finder: format control,
-    release control, index scope); a wheel there needs no build. Under ``install``, a distribution already
-    installed at that version is skipped, since pip keeps it. Anything else is left to the resolver.
+    That is each requirement the user gave (not a constraint, not editable) whose markers match: a direct
+    archive URL or path, or a name (pinned or not) whose best candidate, as pip's finder picks it for the
+    requirement's specifier and hashes joined with its constraints', is an sdist. That is exactly the
+    question pip's resolver asks first (same finder: format control, release control, index scope); the
+    resolver may still settle on another version (a conflict further down), and then the speculative build
+    stays in the cache, never installed. Under ``install``, what pip would keep installed is skipped
+    (:func:`_sdist_link`). Anything else is left to the resolver.
 
     What pip logs of a download ahead (``Downloading x.tar.gz (4 kB)``) goes into ``heard`` by link URL,
     not to the console: the resolver shows it under the requirement's header (replay.py)."""
-    require_hashes = bool(options.require_hashes)
-    downloader = _quiet_downloader(session, options)
+    from packaging.utils import canonicalize_name
+
     found: list[tuple[str, Source]] = []
+    download = _background_download(session, options, heard)
     for req in reqs:
         if not req.user_supplied or req.constraint or req.editable or not req.match_markers():
             continue
-        link = req.link if req.link is not None else _best_link(req, reqs, finder, installing)
-        if link is None or link.is_wheel or link.is_vcs or link.is_existing_dir():
-            continue
-
-        def download(dest: Path, link: Link = link) -> Path:
-            from pipguard._pip.replay import heard_here
-
-            with heard_here() as lines:
-                path = Path(downloader(link, str(dest))[0])
-            heard[link.url] = lines
-            return path
-
-        source = _source(link, None, req, options, finder, require_hashes, download)
-        if source is not None and source.kind == "archive":
-            found.append((link.url, source))
+        link = req.link
+        if link is None and req.req is not None:
+            name = canonicalize_name(req.req.name)
+            specifier, hashes = req.req.specifier, req.hashes(trust_internet=False)
+            for other in reqs:
+                if other.constraint and other.req is not None and canonicalize_name(other.req.name) == name and other.match_markers():
+                    specifier &= other.req.specifier
+                    hashes &= other.hashes(trust_internet=False)
+            link = _sdist_link(finder, name, specifier, hashes, installing, upgrading=bool(options.upgrade))
+        source = _archive_source(link, req, options, finder, download)
+        if source is not None:
+            found.append(source)
     return found
 
 
-def _best_link(req: InstallRequirement, reqs: list[InstallRequirement], finder: PackageFinder, installing: bool) -> Link | None:
-    """The link pip's resolver will try first for a pinned named requirement, or None."""
+def dependency_sdists(
+    requirements: list[Any], provider: Any, options: Values, installing: bool, heard: dict[str, list[str]]
+) -> list[tuple[str, Source]]:
+    """(link URL, source) of each sdist the resolver will try first for the dependencies it just learnt
+    from a distribution (``requirements``: what ``PipProvider.get_dependencies`` returned for it).
+
+    Each named dependency (markers already evaluated by pip) is looked up as the resolver looks it up: its
+    specifier and hashes joined with its constraint's, through the same finder (whose answers are cached,
+    so the resolver's own lookup costs nothing more). A dependency pip keeps installed is skipped, and so
+    is a dependency by direct URL (the resolver builds it where it meets it)."""
     from packaging.utils import canonicalize_name
 
-    if req.req is None or not _pinned(req):
-        return None
-    name = canonicalize_name(req.req.name)
-    specifier, hashes = req.req.specifier, req.hashes(trust_internet=False)
-    for other in reqs:
-        if other.constraint and other.req is not None and canonicalize_name(other.req.name) == name and other.match_markers():
-            specifier &= other.req.specifier
-            hashes &= other.hashes(trust_internet=False)
+    finder = provider._factory._finder
+    upgrading = bool(options.upgrade) and getattr(provider, "_upgrade_strategy", "") == "eager"
+    constraints = getattr(provider, "_constraints", {})
+    download = _background_download(finder._link_collector.session, options, heard)
+    found: list[tuple[str, Source]] = []
+    for requirement in requirements:
+        _candidate, ireq = requirement.get_candidate_lookup()
+        if ireq is None or ireq.req is None or ireq.link is not None or ireq.editable:
+            continue
+        name = canonicalize_name(ireq.req.name)
+        specifier, hashes = ireq.req.specifier, ireq.hashes(trust_internet=False)
+        constraint = constraints.get(name)
+        if constraint is not None:
+            if constraint.links:
+                continue
+            specifier &= constraint.specifier
+            hashes &= constraint.hashes
+        link = _sdist_link(finder, name, specifier, hashes, installing, upgrading)
+        source = _archive_source(link, ireq, options, finder, download)
+        if source is not None:
+            found.append(source)
+    return found
+
+
+def _sdist_link(
+    finder: PackageFinder, name: str, specifier: Any, hashes: Any, installing: bool, upgrading: bool
+) -> Link | None:
+    """The finder's best candidate for ``name`` if it is an sdist pip would build, else None.
+
+    Under ``install`` (the caller passes ``installing`` False for ``--force-reinstall``,
+    ``--ignore-installed`` and ``--target``), pip keeps an installed distribution at the best version, and,
+    unless it upgrades this requirement, one that satisfies the specifier: building those would be waste."""
     best = finder.find_best_candidate(name, specifier, hashes).best_candidate
-    if best is None or (installing and _installed_at(name, str(best.version))):
+    if best is None or best.link.is_wheel:
         return None
+    if installing:
+        from pip._internal.metadata import get_default_environment
+
+        dist = get_default_environment().get_distribution(name)
+        if dist is not None and (
+            str(dist.version) == str(best.version) or (not upgrading and specifier.contains(dist.version, prereleases=True))
+        ):
+            return None
     return best.link
 
 
-def _pinned(req: InstallRequirement) -> bool:
-    """One ``==`` without a wildcard, or one ``===``: as pip's resolver decides "pinned"."""
-    specifiers = list(req.req.specifier) if req.req is not None else []
-    if len(specifiers) != 1:
-        return False
-    only = specifiers[0]
-    return only.operator == "===" or (only.operator == "==" and not only.version.endswith(".*"))
+def _archive_source(
+    link: Link | None,
+    req: InstallRequirement,
+    options: Values,
+    finder: PackageFinder,
+    download: Callable[[Link, Path], Path],
+) -> tuple[str, Source] | None:
+    """(link URL, source) for ``link`` if it is an sdist archive pipguard builds ahead, else None."""
+    if link is None or link.is_wheel or link.is_vcs or link.is_existing_dir():
+        return None
+    require_hashes = bool(options.require_hashes)
+    source = _source(link, None, req, options, finder, require_hashes, lambda dest: download(link, dest))
+    if source is None or source.kind != "archive":
+        return None
+    return link.url, source
 
 
-def _installed_at(name: str, version: str) -> bool:
-    """Whether this environment already has ``name`` at ``version`` (pip would keep it, unless told not to:
-    the caller passes ``installing`` False for ``--force-reinstall``, ``--ignore-installed`` and ``--target``)."""
-    from pip._internal.metadata import get_default_environment
+def _background_download(session: PipSession, options: Values, heard: dict[str, list[str]]) -> Callable[[Link, Path], Path]:
+    """A download for a build thread: pip's downloader, quiet on the console; what it logs goes to
+    ``heard`` (by link URL), for the resolver to show under the requirement's header."""
+    downloader = _quiet_downloader(session, options)
 
-    dist = get_default_environment().get_distribution(name)
-    return dist is not None and str(dist.version) == version
+    def download(link: Link, dest: Path) -> Path:
+        from pipguard._pip.replay import heard_here
+
+        with heard_here() as lines:
+            path = Path(downloader(link, str(dest))[0])
+        heard[link.url] = lines
+        return path
+
+    return download
 
 
 def _quiet_downloader(session: PipSession, options: Values) -> Callable[[Link, str], tuple[str, str]]:

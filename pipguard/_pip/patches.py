@@ -16,8 +16,11 @@ The patch points, all in pip's install and wheel commands and their resolver:
   ``--config-settings``), and the name of an unnamed requirement (``./tree``), learnt from the wheel built
   for it as if the user had written ``name @ url`` (pip would otherwise prepare it in-tree, unlocked).
 - ``RequirementCommand.get_requirements``: pip has read the command's requirements (arguments, ``-r`` and
-  ``-c`` files) and its finder is final. The pinned sdists among them start building in the background
-  (ahead.py); the cache lookup above then waits for the build in flight instead of starting another.
+  ``-c`` files) and its finder is final. The sdists its finder picks for them start building in the
+  background (ahead.py); the cache lookup above then waits for the build in flight instead of starting
+  another.
+- ``PipProvider.get_dependencies``: the resolver learnt a distribution's dependencies; the sdists among
+  them start building in the background too, before the resolver reaches them.
 - ``InstallCommand.run`` / ``WheelCommand.run``: the parsed options and which command runs; at its end,
   the background builds are waited for (or stopped, if the command failed or was interrupted).
 - ``RequirementPreparer.prepare_linked_requirement``: a claimed source pipguard downloaded to key it is
@@ -28,6 +31,9 @@ The patch points, all in pip's install and wheel commands and their resolver:
 - ``RequirementPreparer.prepare_editable_requirement`` and ``wheel_builder._build_one``: editable trees
   build in place, so they are locked by their path (never cached, as pip never caches them).
 - ``commands.install.install_given_reqs`` and ``UninstallCommand.run``: the environment lock.
+- ``call_subprocess`` as pip's build-environment installer calls it (``build_env.installer`` in pip 26,
+  ``build_env`` in 25.3): the child pip that installs build requirements runs through pipguard, so a build
+  requirement built from source is locked and cached too (build_deps.py).
 - ``build_env.SubprocessBuildEnvironmentInstaller.install`` (pip 25.3's module, pip 26.3's package, the
   same class): a build's requirements installed into its isolated prefix are kept once and copied into
   later builds' prefixes (isolation.py, buildenv.py).
@@ -46,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import describe, failure, isolation, replay
+from pipguard._pip import build_deps, describe, failure, isolation, replay
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -198,29 +204,53 @@ class Seam:
             self.release(url)
 
     def build_ahead(self, reqs: list[InstallRequirement], finder: PackageFinder, session: PipSession) -> None:
-        """Start building the command's pinned sdists in the background (see ahead.py)."""
+        """Start building the sdists the command asks for in the background (see ahead.py)."""
         options = self.options
-        if options is None or self.command is None or self._dry_run() or self.ahead is not None:
-            return
+        if options is not None and self._may_build_ahead():
+            installing = self._installing()
+            self._submit_ahead(lambda: describe.requested_sdists(reqs, finder, session, options, installing, self.heard))
+
+    def dependencies_ahead(self, requirements: list[Any], provider: Any) -> None:
+        """The resolver learnt these dependencies of a distribution: start building, in the background,
+        the sdists it will try first for them (see ahead.py)."""
+        options = self.options
+        if options is not None and self._may_build_ahead():
+            installing = self._installing()
+            self._submit_ahead(lambda: describe.dependency_sdists(requirements, provider, options, installing, self.heard))
+
+    def _may_build_ahead(self) -> bool:
+        if self.options is None or self.command is None or self._dry_run():
+            return False
         try:
-            if self.guard.builds_at_once() < 2:
-                return  # one build at a time anyway: each in turn, forked, as the resolver reaches it
+            return self.guard.builds_at_once() > 1  # one build at a time anyway: each as the resolver reaches it
         except MACHINERY_ERRORS:
-            return
-        installing = self.command == "install" and not (
+            return False
+
+    def _installing(self) -> bool:
+        """Whether pip keeps what is installed (not under ``--force-reinstall``, ``--ignore-installed``,
+        ``--target``, nor for ``wheel``)."""
+        options = self.options
+        return self.command == "install" and options is not None and not (
             options.force_reinstall or options.ignore_installed or options.target_dir
         )
+
+    def _submit_ahead(self, find: Callable[[], list[tuple[str, Source]]]) -> None:
+        """Build ahead what ``find`` names, unless the resolver met it already. One source alone gains
+        nothing (pip builds it as the resolver reaches it) unless other builds ahead are running beside it."""
         try:
-            sources = describe.pinned_sdists(reqs, finder, session, options, installing, self.heard)
+            found = find()
         except MACHINERY_ERRORS as exc:
             display.warn(f"not building ahead ({type(exc).__name__}: {exc})")
             return
         except Exception:  # noqa: BLE001 - pip's own error: its resolver meets it again and reports it in place
             return
-        if len(sources) > 1:  # one alone gains nothing: pip builds it as the resolver reaches it
-            self.ahead = Ahead(self.guard, len(sources))
-            for url, source in sources:
-                self.ahead.submit(url, source)
+        sources = [(url, source) for url, source in found if url not in self.found and (self.ahead is None or url not in self.ahead)]
+        if not sources or (len(sources) == 1 and (self.ahead is None or not self.ahead.running())):
+            return
+        if self.ahead is None:
+            self.ahead = Ahead(self.guard)
+        for url, source in sources:
+            self.ahead.submit(url, source)
 
     def transcript_for(self, req: InstallRequirement) -> replay.Transcript | None:
         """What pipguard's build child printed for ``req``'s source, if it built it for this process (a
@@ -381,9 +411,11 @@ def _log_preparing_link(original: Callable[..., None], seam: Seam) -> Callable[.
         if transcript is None:
             return original(self, req)
         # pip's own header for the source (not "Using cached"), then what the build ahead printed for it.
-        original(self, describe.header(req.cached_wheel_source_link, req))
+        source = req.cached_wheel_source_link
+        original(self, describe.header(source, req))
         replay.show(transcript.preparing)
-        seam.shown_ahead.append((str(req.name), transcript))
+        stored = _store_like_pip(source, Path(req.link.file_path), seam.options)
+        seam.shown_ahead.append((str(req.name), replay.stored_in(transcript, stored)))
         return None
 
     return log_preparing_link
@@ -441,7 +473,19 @@ def _get_requirements(original: Callable[..., Any], seam: Seam) -> Callable[...,
     return get_requirements
 
 
-def _build_deps_install(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
+def _get_dependencies(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def get_dependencies(self: Any, candidate: Any) -> list[Any]:
+        # All of them first (pip makes them lazily, but making one asks nothing of the index): as the
+        # resolver adds each to its criteria it already asks for its first candidate's wheel, so the
+        # builds ahead must be under way before it sees the first.
+        learnt = list(original(self, candidate))
+        seam.dependencies_ahead(learnt, self)
+        return learnt
+
+    return get_dependencies
+
+
+def _build_env_install(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
     def install(self: Any, requirements: Any, prefix: Any, *, kind: str, for_req: Any) -> None:
         return isolation.install(original, self, requirements, prefix, kind, for_req, seam.build_envs(), seam.options)
 
@@ -465,21 +509,41 @@ def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[...
 
 @dataclass(frozen=True)
 class Patch:
-    """One attribute of pip (``module:Class.attr`` or ``module:function``) and the hook that wraps it."""
+    """One attribute of pip (``module:Class.attr`` or ``module:function``) and the hook that wraps it;
+    ``elsewhere``: where other pips of the supported range keep that same attribute (the first that
+    resolves is patched)."""
 
     target: str
     hook: Callable[[Any, Seam], Any]
+    elsewhere: tuple[str, ...] = ()
 
     def resolve(self) -> tuple[Any, str]:
-        module_name, _, path = self.target.partition(":")
-        owner: Any = importlib.import_module(module_name)
-        *parents, attr = path.split(".")
-        for parent in parents:
-            owner = getattr(owner, parent)
-        return owner, attr
+        *earlier, last = (self.target, *self.elsewhere)
+        for target in earlier:
+            with contextlib.suppress(ImportError, AttributeError):
+                return _resolve(target)
+        return _resolve(last)
+
+
+def _resolve(target: str) -> tuple[Any, str]:
+    module_name, _, path = target.partition(":")
+    owner: Any = importlib.import_module(module_name)
+    *parents, attr = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    if not hasattr(owner, attr):
+        raise AttributeError(f"{target} does not exist")
+    return owner, attr
 
 
 _INTERNAL = "pip._internal."
+# What a build child of pipguard's (a build ahead: ``pip wheel`` of one source whose lock its parent holds)
+# attaches: only its build environments go through pipguard; the source itself is its parent's business.
+BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
+    Patch(
+        _INTERNAL + "build_env.installer:call_subprocess", build_deps.install_call, (_INTERNAL + "build_env:call_subprocess",)
+    ),
+)
 PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
     Patch(_INTERNAL + "commands.wheel:WheelCommand.run", _command_run("wheel")),
@@ -493,8 +557,10 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.wheel:build", _build_step),
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
+    Patch(_INTERNAL + "resolution.resolvelib.provider:PipProvider.get_dependencies", _get_dependencies),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
-    Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_deps_install),
+    *BUILD_ENVIRONMENT_PATCHES,
+    Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_env_install),
 )
 
 
@@ -524,13 +590,14 @@ def attach(make_guard: Callable[[], Guard], patches: tuple[Patch, ...] = PATCHES
     return detach
 
 
-def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None) -> int:
-    """pip's main in this process; with ``make_guard``, install and wheel go through the seam."""
+def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None, patches: tuple[Patch, ...] = PATCHES) -> int:
+    """pip's main in this process; with ``make_guard``, install and wheel go through the seam (its
+    ``patches``)."""
     from pipguard._pip import main
 
     if make_guard is not None:
         try:
-            attach(make_guard)
+            attach(make_guard, patches)
         except (SeamUnavailable, ImportError) as exc:
             display.warn(f"running plain pip: {exc}")
     return main(args)
@@ -548,6 +615,25 @@ def _name_requirement(template: InstallRequirement, link: Link, wheel: Path) -> 
     name = describe.wheel_project_name(wheel)
     template.req = get_requirement(f"{name} @ {link.url}")
     return canonicalize_name(name)
+
+
+def _store_like_pip(source: Link, wheel: Path, options: Values | None) -> str | None:
+    """Where plain pip would have stored its own build of ``source`` in its wheel cache, with the wheel
+    put there as plain pip leaves it (``pip cache list`` shows it, as after plain pip); None where pip
+    keeps no such wheel (no cache, or a file name without a version: an ephemeral directory)."""
+    from pip._internal.cache import WheelCache
+    from pip._internal.wheel_builder import _contains_egg_info
+
+    cache_dir = getattr(options, "cache_dir", None)
+    if not cache_dir or not _contains_egg_info(source.splitext()[0]):
+        return None
+    directory = WheelCache(cache_dir).get_path_for_link(source)
+    try:
+        _deliver(wheel, directory)
+    except OSError as exc:
+        display.warn(f"could not keep {wheel.name} in pip's cache too ({type(exc).__name__}: {exc})")
+        return None
+    return directory
 
 
 def _deliver(wheel: Path, output_dir: str) -> str:

@@ -12,6 +12,7 @@ built``. The lines are the child's own, which is the same pip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import threading
@@ -45,6 +46,16 @@ def parse(stdout: str, downloaded: list[str]) -> Transcript | None:
     return Transcript(
         tuple(downloaded) + tuple(_dedent(lines[header + 1 : start])), tuple(_dedent(lines[start + 1 : end]))
     )
+
+
+def stored_in(transcript: Transcript, directory: str | None) -> Transcript:
+    """The transcript with pip's ``Stored in directory:`` line naming ``directory`` (where the wheel was
+    put in this process's pip cache), not the child's own temporary one."""
+    if directory is None:
+        return transcript
+    line = f"Stored in directory: {directory}"
+    building = tuple(line if text.startswith("Stored in directory: ") else text for text in transcript.building)
+    return dataclasses.replace(transcript, building=building)
 
 
 def _dedent(lines: list[str]) -> list[str]:

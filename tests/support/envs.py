@@ -36,9 +36,10 @@ def venv_python(venv: Path) -> Path:
     return Path(venv) / "bin" / "python"
 
 
-def make_venv(path: Path) -> Path:
-    """Create a pip-less venv (fast; installs go through --python) and return its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)],
+def make_venv(path: Path, base: Path | None = None) -> Path:
+    """Create a pip-less venv (fast; installs go through --python) of ``base`` (else the tests' own
+    interpreter) and return its python."""
+    subprocess.run([str(base or sys.executable), "-m", "venv", "--without-pip", str(path)],
                    check=True, env=clean_env(), capture_output=True)
     return venv_python(path)
 

@@ -44,8 +44,10 @@ def make_project(root: Path, name: str, version: str = "1.0",
                  build_requires: Sequence[str] = ()) -> Path:
     """Write a buildable source tree at root/<name>-<version>/ and return it.
 
-    ``build_requires`` go into pyproject's ``requires`` (pip installs them into the isolated build
-    environment; the in-tree backend does not need them, its hook log says which it sees)."""
+    build_requires go to pyproject's ``build-system.requires``: pip installs them into the isolated build
+    environment (the backend itself stays in-tree and needs none of them), so a fixture project that exists
+    only as an sdist there is built from source inside another project's build; the hook log says which
+    of them each hook sees."""
     project = Path(root) / f"{name}-{version}"
     project.mkdir(parents=True, exist_ok=False)
     meta = {"name": name, "version": version,

@@ -62,9 +62,10 @@ def _digest(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def install_pipguard(venv: Path, wheel: Path) -> Path:
-    """A fresh venv at ``venv`` with pipguard installed in it; returns its ``pipguard`` script."""
-    make_venv(venv)
+def install_pipguard(venv: Path, wheel: Path, base: Path | None = None) -> Path:
+    """A fresh venv at ``venv`` (of ``base``, else the tests' interpreter) with pipguard installed in it;
+    returns its ``pipguard`` script."""
+    make_venv(venv, base)
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv), "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,

@@ -146,3 +146,18 @@ def test_a_variable_set_after_scrubbing_wins(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.lock_timeout() == (30.0, None)
     monkeypatch.setenv("PIPGUARD_LOCK_TIMEOUT", "5")
     assert settings.lock_timeout() == (5.0, None)
+
+
+def test_a_build_dependency_install_gets_the_local_settings_and_its_parents_never_the_remotes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in {"PIPGUARD_CACHE_DIR": str(tmp_path), "PIPGUARD_LOCK_TIMEOUT": "9", "PIPGUARD_PARENTS": "11",
+                        "PIPGUARD_REMOTE": "https://user:secret@store.example", "PIPGUARD_REMOTE_TOKEN": "secret"}.items():
+        monkeypatch.setenv(name, value)
+    handed = settings.child_environment()
+    assert handed == {
+        "PIPGUARD_CACHE_DIR": str(tmp_path),
+        "PIPGUARD_LOCK_TIMEOUT": "9",
+        "PIPGUARD_PARENTS": f"11,{os.getpid()}",
+    }
+    assert settings.parents() == (11,)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipguard import settings, usage
+from pipguard.trust import Policy
 
 
 @pytest.mark.parametrize(
@@ -39,8 +40,8 @@ def test_counts_from_several_processes_are_summed_and_a_reset_empties_them(tmp_p
         tally = usage.Tally()
         tally.add("hits", hits)
         tally.add("saved_seconds", 1.5)
-        tally.flush(tmp_path)
-    usage.Tally().flush(tmp_path)  # a process that counted nothing writes nothing
+        tally.flush(tmp_path, Policy())
+    usage.Tally().flush(tmp_path, Policy())  # a process that counted nothing writes nothing
     with open(tmp_path / usage.FILE, "a") as handle:
         handle.write("not json\n" + json.dumps({"hits": "many"}) + "\n")  # ignored, not fatal
     counted = usage.read(tmp_path)
