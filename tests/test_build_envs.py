@@ -8,7 +8,9 @@ sdists whose pyproject requires it. Jobs are separate processes with pip caches 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from conftest import Process, Result, World
 from support.hooklog import read_hooks
 from support.index import IndexServer
 from support.output import masked
-from support.processes import Crew, holder_awaited_by, install_args, wait_for
+from support.processes import Crew, install_args, wait_for, waiting_pids
 from support.projects import make_project, make_sdist, make_wheel
 
 REQUIREMENT = "helperpkg>=1"
@@ -164,31 +166,26 @@ def test_an_index_token_reaches_no_file_of_a_kept_environment(world: World, tmp_
     assert world.cache_files_containing(b"s3cret-build-token") == []
 
 
-def test_a_process_others_wait_for_does_not_wait_for_an_environment(world: World, crew: Crew, tmp_path: Path) -> None:
-    """A holds usera's build lock, and C waits for it; B makes the environment A needs, slowly (its build
-    requirement is an sdist, held at the gate). A must not wait for B (a circle of waits could close
-    through B's second pip): it installs the environment itself, builds usera, and C gets it."""
-    directory = tmp_path / "slow-index"
-    trees = tmp_path / "slow-trees"
-    for name in ("usera", "userb"):
-        make_sdist(make_project(trees, name, build_requires=[REQUIREMENT]), directory)
-    make_sdist(make_project(trees, HELPER, "1.0"), directory)
-    gate = crew.gate()
-    with IndexServer(directory) as index:
+def test_a_process_others_wait_for_does_not_wait_for_an_environment(world: World, crew: Crew, site: Site) -> None:
+    """The environment's lock is held (here by the test itself: whoever holds it could be waiting, through
+    its second pip, for a lock this process holds); usera's install waits for it, holding userb's build lock;
+    then another install waits for userb. The first must stop waiting: it installs the environment itself,
+    builds userb, and the other gets it."""
+    _install(world, site, "first", "usera")
+    [kept] = world.store.env_entries()
+    assert world.store.remove(kept)  # the key is known now; a miss again
+    held = os.open(world.store.lock_path(kept.manifest["key"]), os.O_RDWR)
+    crew.on_teardown(lambda: os.close(held))
+    fcntl.flock(held, fcntl.LOCK_EX)
 
-        def start(job: str, name: str, env: dict[str, str] | None = None) -> Process:
-            cmd = world.pipguard_cmd(*install_args(world.venv(f"{job}-{name}"), index.url, name))
-            return crew.start(cmd, job, env={**world.another_job(job), **(env or {})})
+    def start(job: str) -> Process:
+        cmd = world.pipguard_cmd(*install_args(world.venv(job), site.index.url, "userb"))
+        return crew.start(cmd, job, env=world.another_job(job))
 
-        maker = start("maker", "userb", gate.env)
-        gate.wait_started(1, "the environment's build requirement to be built, held")
-        needy = start("needy", "usera")
-        wait_for(lambda: holder_awaited_by(world, needy.popen.pid) == maker.popen.pid, "usera's install to wait for the environment")
-        waiter = start("waiter", "usera")
-        wait_for(lambda: needy.popen.poll() is not None, "usera's install to go on without the environment's lock")
-        assert not gate.is_open()
-        needy_result, waiter_result = needy.wait(), waiter.wait()
-        assert needy_result.returncode == waiter_result.returncode == 0, needy_result.output + waiter_result.output
-        assert "not waiting for the build environment" in needy_result.stderr
-        gate.open()
-        assert maker.wait().returncode == 0
+    needy = start("needy")
+    wait_for(lambda: needy.popen.pid in waiting_pids(world), "userb's install to wait for the environment")
+    waiter = start("waiter")
+    needy_result, waiter_result = needy.wait(), waiter.wait()
+    assert needy_result.returncode == waiter_result.returncode == 0, needy_result.output + waiter_result.output
+    assert "not waiting for the build environment" in needy_result.stderr
+    assert world.hooks("build_wheel", "userb") == 1
