@@ -51,10 +51,12 @@ def claim(work: Path) -> int:
 
 def build(
     target: str, name: str, cli_args: tuple[str, ...], work: Path, verbosity: int, tick: Callable[[], None],
-    sandbox: Sandbox | None = None,
+    sandbox: Sandbox | None = None, keep_envs: bool = False,
 ) -> Path:
     """Build ``target`` (a path or URL) into ``work/wheel`` and return the one wheel it made (in a new
-    interpreter inside ``sandbox``, if given: a writer's, sandbox.py)."""
+    interpreter inside ``sandbox``, if given: a writer's, sandbox.py). ``keep_envs``: the user's command
+    keeps what it builds (pip's cache is on), so the child uses and keeps isolated build environments too
+    (the child itself always runs with ``--no-cache-dir``: its wheel goes to pipguard's cache only)."""
     out = work / "wheel"
     out.mkdir(exist_ok=True)
     command = [
@@ -73,7 +75,7 @@ def build(
     ]
     stdout_path, stderr_path = work / "build.out", work / "build.err"
     # At -v the user watches the build as with plain pip; otherwise it is replayed only if it fails.
-    code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick, sandbox, work)
+    code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick, sandbox, work, keep_envs)
     if code == CHILD_STOPPED:
         raise BuildStopped(f"the build of {name} was stopped")
     if code == PIP_BUILD_FAILED:
@@ -93,7 +95,8 @@ STOP_SECONDS = 5.0
 
 
 def _run(
-    args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None], sandbox: Sandbox | None, work: Path
+    args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None], sandbox: Sandbox | None, work: Path,
+    keep_envs: bool,
 ) -> int:
     """Start the child, wait for it (calling ``tick`` meanwhile), return its exit code.
 
@@ -104,7 +107,7 @@ def _run(
     if sandbox is not None:  # never a fork: the child must hold nothing of this process's
         with sandbox.confine(work) as confined:
             return confined.exit_code(_wait(_spawn(args, sinks, confined), tick))
-    return _wait(_spawn(args, sinks), tick)
+    return _wait(_spawn(args, sinks, keep_envs=keep_envs), tick)
 
 
 # Runs pip's runner, or pipguard's (as ``pip --python`` does). Ctrl-C and SIGTERM unwind pip as in plain pip (its temp
@@ -132,7 +135,9 @@ finally:
 """
 
 
-def _spawn(args: list[str], sinks: tuple[Path, Path] | None, confined: Confined | None = None) -> int:
+def _spawn(
+    args: list[str], sinks: tuple[Path, Path] | None, confined: Confined | None = None, keep_envs: bool = False
+) -> int:
     """A new interpreter running pip with ``args``; its pid.
 
     Through pipguard's runner, as a build child (only its build environments go through pipguard, so a
@@ -149,7 +154,7 @@ def _spawn(args: list[str], sinks: tuple[Path, Path] | None, confined: Confined 
             from pipguard.settings import BUILD_CHILD_VARIABLE
             from pipguard.target import RUNNER
 
-            env = {**env, **build_deps.child_environment(), BUILD_CHILD_VARIABLE: "1"}
+            env = {**env, **build_deps.child_environment(), BUILD_CHILD_VARIABLE: "keep" if keep_envs else "1"}
             runner = RUNNER
     prefix = confined.prefix if confined else ()
     outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115

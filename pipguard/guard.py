@@ -534,7 +534,9 @@ class CacheGuard:
         options = plan.source.options
         outcome = f"building {holding.subject.what} failed"
         try:
-            wheel = builder.build(target, name, options.child_args, plan.work, options.verbosity, tick, self._sandbox)  # type: ignore[arg-type]
+            wheel = builder.build(  # type: ignore[arg-type]
+                target, name, options.child_args, plan.work, options.verbosity, tick, self._sandbox, options.cache_enabled
+            )
             tick()
             outcome = f"built {wheel.name} in {time.monotonic() - started:.1f}s"
         finally:

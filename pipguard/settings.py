@@ -51,13 +51,19 @@ CHILD_VARIABLES = (
 )
 
 
-# Set only in pipguard's own build child (builder.py): it builds one source whose lock its parent holds.
+# Set only in pipguard's own build child (builder.py): it builds one source whose lock its parent holds;
+# "keep" where the user's command keeps what it builds (isolated build environments too).
 BUILD_CHILD_VARIABLE = "PIPGUARD_BUILD_CHILD"
 
 
 def is_build_child() -> bool:
     """Whether this process is pipguard's build child (only its build environments go through the seam)."""
-    return variable(BUILD_CHILD_VARIABLE) == "1"
+    return variable(BUILD_CHILD_VARIABLE) in ("1", "keep")
+
+
+def build_child_keeps_envs() -> bool:
+    """Whether this build child's parent keeps isolated build environments (its own pip cache is on)."""
+    return variable(BUILD_CHILD_VARIABLE) == "keep"
 
 
 def parents() -> tuple[int, ...]:

@@ -189,3 +189,16 @@ def test_a_process_others_wait_for_does_not_wait_for_an_environment(world: World
     assert needy_result.returncode == waiter_result.returncode == 0, needy_result.output + waiter_result.output
     assert "not waiting for the build environment" in needy_result.stderr
     assert world.hooks("build_wheel", "userb") == 1
+
+
+def test_builds_ahead_in_one_install_make_the_environment_once(world: World, site: Site) -> None:
+    """usera, userb and userc, built ahead side by side in pipguard's build children: the first child makes
+    the environment, the other two copy it (at -v each child says so where pip would show its install)."""
+    venv = world.venv("ahead")
+    result = world.pipguard(
+        *install_args(venv, site.index.url, "usera", "userb", "userc", options=("-v",)), env={"PIPGUARD_JOBS": "3"}
+    )
+    assert result.returncode == 0, result.output
+    assert len(world.store.env_entries()) == 1
+    assert result.stdout.count("pipguard: reused the build environment") == 2
+    assert all(_seen_by(world, name) == {"1.0"} for name in ("usera", "userb", "userc"))

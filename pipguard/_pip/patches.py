@@ -280,7 +280,10 @@ class Seam:
     def build_envs(self) -> BuildEnvs | None:
         """The kept build environments for this command: none outside install and wheel, and none under
         ``--no-cache-dir`` (nothing of the command is to be kept)."""
-        if self.options is None or self.command is None or not getattr(self.options, "cache_dir", None):
+        from pipguard import settings
+
+        keeping = bool(getattr(self.options, "cache_dir", None)) or settings.build_child_keeps_envs()
+        if self.options is None or self.command is None or not keeping:
             return None
         try:
             return self.guard.build_envs()
@@ -538,15 +541,17 @@ def _resolve(target: str) -> tuple[Any, str]:
 
 _INTERNAL = "pip._internal."
 # What a build child of pipguard's (a build ahead: ``pip wheel`` of one source whose lock its parent holds)
-# attaches: only its build environments go through pipguard; the source itself is its parent's business.
+# attaches: only its build environments go through pipguard (made once, and their requirements built from
+# source locked and cached); the source itself is its parent's business.
 BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
+    Patch(_INTERNAL + "commands.wheel:WheelCommand.run", _command_run("wheel")),
     Patch(
         _INTERNAL + "build_env.installer:call_subprocess", build_deps.install_call, (_INTERNAL + "build_env:call_subprocess",)
     ),
+    Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_env_install),
 )
 PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
-    Patch(_INTERNAL + "commands.wheel:WheelCommand.run", _command_run("wheel")),
     Patch(_INTERNAL + "commands.uninstall:UninstallCommand.run", _uninstall_run),
     Patch(_INTERNAL + "cli.req_command:RequirementCommand.get_requirements", _get_requirements),
     Patch(_INTERNAL + "commands.install:install_given_reqs", _install_given_reqs),
@@ -560,7 +565,6 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "resolution.resolvelib.provider:PipProvider.get_dependencies", _get_dependencies),
     Patch(_INTERNAL + "resolution.resolvelib.factory:Factory.get_wheel_cache_entry", _wheel_cache_entry),
     *BUILD_ENVIRONMENT_PATCHES,
-    Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_env_install),
 )
 
 
