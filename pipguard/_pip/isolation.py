@@ -128,11 +128,24 @@ def _keep(envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], targ
     try:
         found = asked.pins(lib_dirs)
         if found is not None:
+            _precompile(lib_dirs)
             envs.publish(planned.key, target, found)
     except MACHINERY_ERRORS as exc:
         _warn_once(f"not keeping the build environment ({type(exc).__name__}: {exc})")
     except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
         pass
+
+
+def _precompile(lib_dirs: list[str]) -> None:
+    """Compile what pip installed (it installs build requirements with ``--no-compile``) before the entry is
+    kept: every build that copies it, and each of its hook interpreters, would otherwise compile setuptools
+    again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode checks its source's size and mtime,
+    which the copies keep; the interpreter that compiles is the one every build of this key runs."""
+    import compileall
+
+    for directory in lib_dirs:
+        if os.path.isdir(directory):
+            compileall.compile_dir(directory, quiet=2, workers=1)
 
 
 def plan(installer: Any, requirements: list[str], prefix: Any, options: Values | None) -> Plan | None:
