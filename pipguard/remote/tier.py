@@ -53,6 +53,7 @@ class Tier:
         self.stopping = stopping  # the guard's: set when the command is interrupted
         self.counts: Counter[str] = Counter()
         self.off = False
+        self._switching = threading.Lock()
         self.uploads_off = not config.write
 
     # --- reading ---------------------------------------------------------------------------------
@@ -182,13 +183,13 @@ class Tier:
     def switch_off(self, exc: BaseException) -> None:
         """The first transport error, timeout or 5xx: one warning, then no remote for this process (no
         warning when the command is being stopped: that is why its request ended)."""
-        if self.stopping.is_set():
-            self.off = True
-            return
-        self.counts["error"] += 1
-        if not self.off:
+        with self._switching:  # builds ahead ask from several threads: the first to fail warns
+            was_off, self.off = self.off, True
+            if self.stopping.is_set():
+                return
+            self.counts["error"] += 1
+        if not was_off:
             warn(f"the remote cache {self.config.display} is unavailable ({exc}); going on without it")
-        self.off = True
 
     def summary(self) -> str:
         counted = ", ".join(f"{self.counts[name]} {name}" for name in COUNTS)
