@@ -57,7 +57,7 @@ def choose(options: Values) -> str | None:
     for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         prefix = _active_environment(variable, options)
         if prefix is not None:
-            return None if _same_path(prefix, sys.prefix) else _pip.identify_interpreter(prefix)
+            return None if same_path(prefix, sys.prefix) else _pip.identify_interpreter(prefix)
     if not in_tool_environment():
         return None
     return _python3_on_path()
@@ -91,7 +91,7 @@ def _made_by_a_tool(prefix: str) -> bool:
     parent = os.path.dirname(os.path.normpath(prefix))
     homes = [os.path.join(os.environ["PIPX_HOME"], "venvs")] if os.environ.get("PIPX_HOME") else []
     homes += [os.environ["UV_TOOL_DIR"]] if os.environ.get("UV_TOOL_DIR") else []
-    if any(_same_path(parent, home) for home in homes):
+    if any(same_path(parent, home) for home in homes):
         return True
     grandparent, folder = os.path.split(parent)
     return (os.path.basename(grandparent), folder) in {("pipx", "venvs"), ("uv", "tools")}
@@ -102,7 +102,7 @@ def _invoked_from_inside() -> bool:
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "__main__.py":
         return True
-    return _same_path(os.path.dirname(os.path.abspath(argv0)), _own_bin())
+    return same_path(os.path.dirname(os.path.abspath(argv0)), _own_bin())
 
 
 def _own_bin() -> str:
@@ -114,7 +114,7 @@ def _python3_on_path() -> str:
     found = shutil.which("python3")
     if found is None:
         raise NoTarget("no python3 on PATH to install for; name one with --python (or activate a virtualenv)")
-    if _same_path(os.path.dirname(found), _own_bin()):
+    if same_path(os.path.dirname(found), _own_bin()):
         raise NoTarget(
             f"the python3 on PATH ({found}) is pipguard's own tool environment; "
             "pass --python to mean it, or put the Python you work with first on PATH"
@@ -122,7 +122,8 @@ def _python3_on_path() -> str:
     return found
 
 
-def _same_path(a: str, b: str) -> bool:
+def same_path(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` name the same file (False if either is missing)."""
     try:
         return os.path.samefile(a, b)
     except OSError:

@@ -32,7 +32,7 @@ def rerouted(cmd: list[str]) -> list[str] | None:
     from pipguard._pip import pip_location
 
     pip_runner = os.path.join(pip_location(), "__pip-runner__.py")
-    if len(cmd) < 2 or not isinstance(cmd[1], str) or not _same_file(cmd[1], pip_runner):
+    if len(cmd) < 2 or not isinstance(cmd[1], str) or not target.same_path(cmd[1], pip_runner):
         return None
     return [cmd[0], target.RUNNER, *cmd[2:]]
 
@@ -59,9 +59,3 @@ def install_call(original: Callable[..., str], seam: Any) -> Callable[..., str]:
 
     return call_subprocess
 
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
