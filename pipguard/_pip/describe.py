@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pipguard.sources import BuildOptions, Network, Source
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from pip._internal.index.package_finder import PackageFinder
     from pip._internal.models.link import Link
@@ -169,6 +169,7 @@ def requested_sdists(
 
     found: list[tuple[str, Source]] = []
     download = _background_download(session, options, heard)
+    installed = _installed_distributions() if installing else {}
     for req in reqs:
         if not req.user_supplied or req.constraint or req.editable or not req.match_markers():
             continue
@@ -180,7 +181,7 @@ def requested_sdists(
                 if other.constraint and other.req is not None and canonicalize_name(other.req.name) == name and other.match_markers():
                     specifier &= other.req.specifier
                     hashes &= other.hashes(trust_internet=False)
-            link = _sdist_link(finder, name, specifier, hashes, installing, upgrading=bool(options.upgrade))
+            link = _sdist_link(finder, name, specifier, hashes, installed, upgrading=bool(options.upgrade))
         source = _archive_source(link, req, options, finder, download)
         if source is not None:
             found.append(source)
@@ -202,6 +203,10 @@ def dependency_sdists(
     finder = provider._factory._finder
     upgrading = bool(options.upgrade) and getattr(provider, "_upgrade_strategy", "") == "eager"
     constraints = getattr(provider, "_constraints", {})
+    # What pip's resolver itself keeps installed: the factory lists it once, for the whole resolution.
+    installed = getattr(provider._factory, "_installed_dists", None) if installing else {}
+    if installed is None:
+        installed = _installed_distributions()
     download = _background_download(finder._link_collector.session, options, heard)
     found: list[tuple[str, Source]] = []
     for requirement in requirements:
@@ -216,7 +221,7 @@ def dependency_sdists(
                 continue
             specifier &= constraint.specifier
             hashes &= constraint.hashes
-        link = _sdist_link(finder, name, specifier, hashes, installing, upgrading)
+        link = _sdist_link(finder, name, specifier, hashes, installed, upgrading)
         source = _archive_source(link, ireq, options, finder, download)
         if source is not None:
             found.append(source)
@@ -224,25 +229,29 @@ def dependency_sdists(
 
 
 def _sdist_link(
-    finder: PackageFinder, name: str, specifier: Any, hashes: Any, installing: bool, upgrading: bool
+    finder: PackageFinder, name: str, specifier: Any, hashes: Any, installed: Mapping[str, Any], upgrading: bool
 ) -> Link | None:
     """The finder's best candidate for ``name`` if it is an sdist pip would build, else None.
 
-    Under ``install`` (the caller passes ``installing`` False for ``--force-reinstall``,
-    ``--ignore-installed`` and ``--target``), pip keeps an installed distribution at the best version, and,
-    unless it upgrades this requirement, one that satisfies the specifier: building those would be waste."""
+    pip keeps a distribution ``installed`` (by canonical name; empty for ``--force-reinstall``,
+    ``--ignore-installed``, ``--target`` and ``wheel``) at the best version, and, unless it upgrades this
+    requirement, one that satisfies the specifier: building those would be waste."""
     best = finder.find_best_candidate(name, specifier, hashes).best_candidate
     if best is None or best.link.is_wheel:
         return None
-    if installing:
-        from pip._internal.metadata import get_default_environment
-
-        dist = get_default_environment().get_distribution(name)
-        if dist is not None and (
-            str(dist.version) == str(best.version) or (not upgrading and specifier.contains(dist.version, prereleases=True))
-        ):
-            return None
+    dist = installed.get(name)
+    if dist is not None and (
+        str(dist.version) == str(best.version) or (not upgrading and specifier.contains(dist.version, prereleases=True))
+    ):
+        return None
     return best.link
+
+
+def _installed_distributions() -> dict[str, Any]:
+    """This environment's distributions by canonical name, listed once (as pip's resolver lists them)."""
+    from pip._internal.metadata import get_default_environment
+
+    return {dist.canonical_name: dist for dist in get_default_environment().iter_installed_distributions(local_only=False)}
 
 
 def _archive_source(
