@@ -90,6 +90,15 @@ class Pending:
         self.guard.store.building(self.plan.key)
         return None
 
+    def build_starts(self) -> bool:
+        """pip builds the wheel now, to take the source's metadata from it (metadata.py); False while the
+        lock is lent: pip then prepares the metadata alone, and :meth:`building` takes the lock back."""
+        if self._lent:
+            return False
+        self.holding.phase("building")
+        self.guard.store.building(self.plan.key)
+        return True
+
     def lend(self) -> None:
         """Let the lock go for now (a cycle of waits would never end); :meth:`building` takes it back."""
         if not self._lent:

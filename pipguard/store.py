@@ -228,8 +228,9 @@ class Store:
         return Path(tempfile.mkdtemp(prefix="build-", dir=None if self.read_only else self.tmp))
 
     def building(self, key: str) -> None:
-        """The build of ``key`` starts now: its duration goes into the manifest (the time a hit saves)."""
-        self._building[key] = time.monotonic()
+        """The build of ``key`` starts now (unless it started already, while pip prepared its metadata):
+        its duration goes into the manifest (the time a hit saves)."""
+        self._building.setdefault(key, time.monotonic())
 
     def publish(self, key: str, wheel: Path, source: dict[str, Any]) -> Entry:
         """Move a verified wheel into place as the entry for ``key`` (or return the one already there)."""

@@ -37,6 +37,10 @@ The patch points, all in pip's install and wheel commands and their resolver:
 - ``build_env.SubprocessBuildEnvironmentInstaller.install`` (pip 25.3's module, pip 26.3's package, the
   same class): a build's requirements installed into its isolated prefix are kept once and copied into
   later builds' prefixes (isolation.py, buildenv.py).
+- ``InstallRequirement.prepare_metadata``, ``req_install.generate_metadata`` and
+  ``wheel_builder.build_wheel_pep517``: where pip builds what it
+  prepares, an sdist's metadata is taken from its wheel, built once, as pip's hook library does for a
+  backend without the metadata hook (metadata.py).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import build_deps, describe, failure, isolation, replay
+from pipguard._pip import build_deps, describe, failure, isolation, metadata, replay
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -94,6 +98,10 @@ class Claim(Protocol):
 
     def release(self) -> None:
         """pip will not build it (or built it already): release the lock; idempotent."""
+
+    def build_starts(self) -> bool:
+        """pip builds it now, while preparing its metadata (metadata.py); False: not now (the lock is
+        lent to break a circle of waits, and ``building`` takes it back first)."""
 
 
 class Guard(Protocol):
@@ -144,6 +152,8 @@ class Seam:
     shown_ahead: list[tuple[str, replay.Transcript]] = field(default_factory=list)  # for pip's build step
     failed_ahead: dict[str, BuildReport] = field(default_factory=dict)  # by URL: reported in pip's build step
     prepared: list[str] = field(default_factory=list)  # names, in the order pip prepared them
+    failed_builds: dict[str, metadata.FailedBuild] = field(default_factory=dict)  # by metadata directory
+    preparing: InstallRequirement | None = None  # whose metadata pip prepares now
     _guard: Guard | None = None
 
     @property
@@ -289,6 +299,35 @@ class Seam:
             return self.guard.build_envs()
         except MACHINERY_ERRORS:
             return None
+
+    def build_for_metadata(self) -> bool:
+        """Whether the source whose metadata pip prepares now is built for it (metadata.py); its claim,
+        if any, learns that its build starts."""
+        if not self._builds_what_it_prepares():
+            return False
+        req = self.preparing
+        claim = self.claims.get(req.link.url) if req is not None and req.link is not None else None
+        try:
+            return claim is None or claim.build_starts()
+        except MACHINERY_ERRORS:
+            return False
+
+    def _builds_what_it_prepares(self) -> bool:
+        """Whether pip will build the source whose metadata it prepares now: only then is the metadata
+        taken from the build (metadata.py). So only for ``install`` that installs and ``wheel``, not under
+        ``--only-deps`` (pip prepares the requirements themselves and builds none of them), and only for
+        an archive or a checkout in pip's own temp directory: a local tree would gain a ``build/``
+        directory pip may never have made (pip prepares one tree spelt two ways twice, and builds it
+        once), and an editable one is built by another hook. Nor for a source whose build ahead failed:
+        pip's build step reports that failure, it builds nothing."""
+        req = self.preparing
+        if req is None or req.editable or req.link is None or req.link.is_existing_dir():
+            return False
+        if req.link.url in self.failed_ahead:
+            return False
+        if getattr(self.options, "only_deps", False):
+            return False
+        return self.command == "wheel" or (self.command == "install" and not self._dry_run())
 
     def _dry_run(self) -> bool:
         return self.command == "install" and bool(getattr(self.options, "dry_run", False))
@@ -495,6 +534,30 @@ def _build_env_install(original: Callable[..., None], seam: Seam) -> Callable[..
     return install
 
 
+def _generate_metadata(original: Callable[..., str], seam: Seam) -> Callable[..., str]:
+    def generate_metadata(build_env: Any, backend: Any, details: str) -> str:
+        if not seam.build_for_metadata():
+            return original(build_env, backend, details)
+        return metadata.generate(original, build_env, backend, details, seam.failed_builds)
+
+    return generate_metadata
+
+
+def _prepare_metadata(original: Callable[..., None], seam: Seam) -> Callable[..., None]:
+    def prepare_metadata(self: InstallRequirement, *args: Any, **kwargs: Any) -> None:
+        previous, seam.preparing = seam.preparing, self
+        try:
+            original(self, *args, **kwargs)
+        finally:
+            seam.preparing = previous
+
+    return prepare_metadata
+
+
+def _build_wheel_pep517(original: Callable[..., str | None], seam: Seam) -> Callable[..., str | None]:
+    return metadata.build_wheel(original, seam.failed_builds)
+
+
 def _wheel_cache_entry(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def get_wheel_cache_entry(self: Factory, link: Link, name: Any) -> CacheEntry | None:
         result = seam.wheel_for(self, link, name)
@@ -549,6 +612,9 @@ BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
         _INTERNAL + "build_env.installer:call_subprocess", build_deps.install_call, (_INTERNAL + "build_env:call_subprocess",)
     ),
     Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_env_install),
+    Patch(_INTERNAL + "req.req_install:InstallRequirement.prepare_metadata", _prepare_metadata),
+    Patch(_INTERNAL + "req.req_install:generate_metadata", _generate_metadata),
+    Patch(_INTERNAL + "wheel_builder:build_wheel_pep517", _build_wheel_pep517),
 )
 PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
