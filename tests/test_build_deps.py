@@ -107,3 +107,18 @@ def test_a_project_that_needs_itself_to_build_fails_as_plain_pip(world: World, i
     assert guarded.returncode == plain.returncode != 0, guarded.output
     assert guarded.warnings() == []
     assert guarded.error_lines() == plain.error_lines()
+
+
+def test_every_process_of_an_install_sends_the_user_agent_plain_pip_sends(world: World, index: IndexServer) -> None:
+    """pipguard's build children and the pips that install their build requirements send the header their
+    parent worked out (agent.py): one User-Agent in all, plain pip's own."""
+    guarded = world.pipguard(*install_args(world.venv("g"), index.url, *USERS))
+    assert guarded.returncode == 0, guarded.output
+    asked = {path for path, count in index.hits.items() if count}
+    assert f"/simple/{HELPER}/" in asked and any(path.startswith("/files/") for path in asked)
+    by_pipguard = set().union(*index.user_agents.values())
+    index.user_agents.clear()
+    plain = world.pip(*install_args(world.venv("p"), index.url, *USERS), env=world.another_job("plain"))
+    assert plain.returncode == 0, plain.output
+    by_pip = set().union(*index.user_agents.values())
+    assert len(by_pip) == 1 and by_pipguard == by_pip, (by_pipguard, by_pip)

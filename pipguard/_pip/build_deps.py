@@ -40,8 +40,9 @@ def rerouted(cmd: list[str]) -> list[str] | None:
 def child_environment() -> dict[str, str]:
     """The variables the child adds to the environment pip gives it."""
     from pipguard import settings, target
+    from pipguard._pip import agent
 
-    return {**settings.child_environment(), "PIPGUARD_SOURCES": target.runner_sources()}
+    return {**settings.child_environment(), **agent.handed(), "PIPGUARD_SOURCES": target.runner_sources()}
 
 
 def install_call(original: Callable[..., str], seam: Any) -> Callable[..., str]:

@@ -41,6 +41,8 @@ The patch points, all in pip's install and wheel commands and their resolver:
   ``wheel_builder.build_wheel_pep517``: where pip builds what it
   prepares, an sdist's metadata is taken from its wheel, built once, as pip's hook library does for a
   backend without the metadata hook (metadata.py).
+- ``network.session.user_agent``: worked out once per command, and handed to pipguard's children of the
+  same interpreter, which send the very same header (agent.py).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import build_deps, describe, failure, isolation, metadata, replay
+from pipguard._pip import agent, build_deps, describe, failure, isolation, metadata, replay
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -554,6 +556,10 @@ def _prepare_metadata(original: Callable[..., None], seam: Seam) -> Callable[...
     return prepare_metadata
 
 
+def _user_agent(original: Callable[[], str], seam: Seam) -> Callable[[], str]:
+    return agent.user_agent(original)
+
+
 def _build_wheel_pep517(original: Callable[..., str | None], seam: Seam) -> Callable[..., str | None]:
     return metadata.build_wheel(original, seam.failed_builds)
 
@@ -615,6 +621,7 @@ BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "req.req_install:InstallRequirement.prepare_metadata", _prepare_metadata),
     Patch(_INTERNAL + "req.req_install:generate_metadata", _generate_metadata),
     Patch(_INTERNAL + "wheel_builder:build_wheel_pep517", _build_wheel_pep517),
+    Patch(_INTERNAL + "network.session:user_agent", _user_agent),
 )
 PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),

@@ -40,6 +40,7 @@ class IndexServer:
         self.auth = auth
         self.hashes = hashes
         self.hits: dict[str, int] = {}
+        self.user_agents: dict[str, set[str]] = {}  # by path: the User-Agent headers it was asked with
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -92,9 +93,10 @@ class IndexServer:
         return f"http://{user}:{token}@127.0.0.1:{self.port}/simple/"
 
     # -- content
-    def _record_hit(self, path: str) -> None:
+    def _record_hit(self, path: str, user_agent: str | None) -> None:
         with self._lock:
             self.hits[path] = self.hits.get(path, 0) + 1
+            self.user_agents.setdefault(path, set()).add(user_agent or "")
 
     def dists(self, project: str | None = None) -> list[Path]:
         """Dist files on disk (read per request, so tests may add files while serving)."""
@@ -154,7 +156,7 @@ def _make_handler(server: IndexServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = unquote(urlsplit(self.path).path)
-            server._record_hit(path)
+            server._record_hit(path, self.headers.get("User-Agent"))
             if not server.authorized(self.headers.get("Authorization")):
                 self._send(401, b"unauthorized", "text/plain",
                            {"WWW-Authenticate": 'Basic realm="pipguard-fixture"'})

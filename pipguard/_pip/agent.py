@@ -1,0 +1,45 @@
+"""pip's User-Agent, worked out once per command and handed to pipguard's children.
+
+pip builds the header (``network.session.user_agent``) in every process that opens a session: it runs
+``lsb_release -a`` (a shell script of a dozen processes on Debian) and ``rustc --version``, about 0.15 s.
+Plain pip pays it twice for an isolated build (itself and the pip that installs the build requirements);
+pipguard's build children and the pips they run would pay it once more each. The value depends only on the
+interpreter, the machine and the environment (``PATH``, ``PYTHONPATH``, the CI and user-data variables,
+which a child inherits unchanged), so a child of the same interpreter and paths sends the very header its
+parent worked out, and works it out itself otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+
+VARIABLE = "PIPGUARD_USER_AGENT"
+_worked_out: list[str] = []
+
+
+def _inputs() -> list[str]:
+    return [sys.executable, os.environ.get("PATH", ""), os.environ.get("PYTHONPATH", "")]
+
+
+def user_agent(original: Callable[[], str]) -> Callable[[], str]:
+    """The hook of pip's ``user_agent``: the parent's value where it fits this process, else pip's own."""
+    from pipguard import settings
+
+    def agent() -> str:
+        if not _worked_out:
+            try:
+                inputs, value = json.loads(settings.variable(VARIABLE) or "null") or (None, None)
+            except (ValueError, TypeError):
+                inputs, value = None, None
+            _worked_out.append(value if inputs == _inputs() and isinstance(value, str) else original())
+        return _worked_out[0]
+
+    return agent
+
+
+def handed() -> dict[str, str]:
+    """The variable a child is given: this process's header, once pip worked it out."""
+    return {VARIABLE: json.dumps([_inputs(), _worked_out[0]])} if _worked_out else {}
