@@ -11,11 +11,12 @@ backend that writes into its environment (patches setuptools, drops a file into 
 its own copy only.
 
 Which entry fits is decided in two steps (the pip side is ``_pip/isolation.py``). The key
-(``keys.build_env_key``) is what pip's install is given: the requirements, the finder's options, the
-interpreter. Under one key, each entry records the distributions it holds, the file each came from and
-the specifier that asked for it; an entry is used only if pip's finder still picks each of those very
-files today, so a new release on the index (or a new file in ``--find-links``) makes a new entry, never a
-stale environment. Old entries of a key are left to the size cap and ``prune``, as wheels are.
+(``keys.build_env_key``) is what pip's install is given: the requirements' names, the finder's options,
+the interpreter. Under one key, each entry records the distributions it holds and the file each came
+from; an entry is used only if pip's finder, asked for this build's requirements (their specifiers
+included), picks exactly those very files today, so a new release on the index (or a new file in
+``--find-links``) makes a new entry, never a stale environment, and builds that ask for
+``setuptools>=40.8.0`` and ``setuptools>=70.1`` share the one environment both would install. Old entries of a key are left to the size cap and ``prune``, as wheels are.
 
 Layout (under the store's ``v1/``)::
 
@@ -69,6 +70,10 @@ class EnvEntry:
     def pins(self) -> list[dict[str, str]]:
         """Each distribution it holds: name, version, specifier, file name and the file's identity."""
         return list(self.manifest["pins"])
+
+    def lib_dirs(self, relative: list[str]) -> list[str]:
+        """The kept tree's library directories (``relative`` to a prefix, as pip lays one out)."""
+        return [str(self.directory / TREE / path) for path in relative]
 
     @property
     def label(self) -> str:

@@ -97,6 +97,21 @@ def test_a_build_that_writes_into_its_environment_leaves_the_kept_one_as_it_was(
     assert site.downloads("1.0") == 1 and len(world.store.env_entries()) == 1
 
 
+def test_builds_asking_for_one_file_with_other_specifiers_share_its_environment(world: World, site: Site) -> None:
+    """``helperpkg>=1`` and ``helperpkg<5`` install the same file: one environment serves both; a build the
+    finder would give another file (``helperpkg<1``, none at all here) is not given it."""
+    make_sdist(make_project(site.directory.parent / "trees", "capped", build_requires=["helperpkg<5"]), site.directory)
+    _install(world, site, "one", "usera")
+    _install(world, site, "two", "capped")
+    assert site.downloads("1.0") == 1 and len(world.store.env_entries()) == 1
+    assert _seen_by(world, "capped") == {"1.0"}
+    site.release("5.0")  # now usera's would be 5.0, capped's still 1.0: the kept one fits capped alone
+    _install(world, site, "three", "capped")
+    _install(world, site, "four", "userb")
+    assert _seen_by(world, "userb") == {"5.0"} and site.downloads("1.0") == 1
+    assert sorted(e.manifest["pins"][0]["version"] for e in world.store.env_entries()) == ["1.0", "5.0"]
+
+
 def test_a_new_release_of_the_build_requirement_makes_a_new_environment(world: World, site: Site) -> None:
     _install(world, site, "one", "usera")
     site.release("2.0")

@@ -3,8 +3,9 @@
 pip installs a build's requirements by running a second pip (``SubprocessBuildEnvironmentInstaller``)
 with ``install --prefix <temp> --ignore-installed`` and the finder's options. That install is wrapped:
 
-- :func:`plan` keys it on what the second pip is given and would read: the requirements, the finder's
-  index scope and selection options, build constraints (and, on pip 25.3 without them, the constraints
+- :func:`plan` keys it on what the second pip is given and would read: the requirements' names (not
+  their specifiers: ``setuptools>=40.8.0`` and ``setuptools>=70.1`` mostly install the very same file, and
+  whether an entry fits is decided per entry, below), the finder's index scope and selection options, build constraints (and, on pip 25.3 without them, the constraints
   it inherits), the ``PIP_*`` variables and configuration files it reads, pip's version, the prefix's
   layout. Whatever cannot be keyed safely is left to pip: venv isolation (``--use-feature=venv-isolation``,
   another installer class altogether for ``inprocess-build-deps``), a requirement given by URL, a finder
@@ -13,9 +14,10 @@ with ``install --prefix <temp> --ignore-installed`` and the finder's options. Th
   finder for each distribution, with the specifiers that required it (the requirements, and the
   ``Requires-Dist`` of what was installed, markers evaluated): kept only if the finder picks exactly what
   the second pip installed, which is how pip's resolver picks without backtracking.
-- On a hit the finder is asked again (:func:`still_picked`), as the second pip would ask it: only if it
-  still picks each recorded file is the environment copied. The parent's finder keeps its index pages for
-  the whole command, so this costs what the second pip's own requests would.
+- On a hit the finder is asked again (:func:`fits`), as the second pip would ask it for these very
+  requirements: only if it picks exactly the files an entry holds (the requirements, and what their
+  ``Requires-Dist`` reach in that entry) is the environment copied. The parent's finder keeps its index
+  pages for the whole command, so this costs what the second pip's own requests would.
 
 What a reuse prints: pip's own spinner for the step (``Installing build dependencies ... done``, or
 ``started`` / ``finished with status 'done'`` off a terminal), and at ``-v``, instead of the second pip's
@@ -98,7 +100,8 @@ def install(
     if envs is None or planned is None:
         return pip_install()
     target = Path(prefix.path)
-    if _reuse(envs, planned, target, kind):
+    lib_paths = [os.path.relpath(path, prefix.path) for path in prefix.lib_dirs]
+    if _reuse(envs, planned, target, lib_paths, kind):
         return None
     if envs.read_only:
         return pip_install()
@@ -111,7 +114,7 @@ def install(
             _warn_once(f"installing build dependencies as plain pip ({type(exc).__name__}: {exc})")
             return pip_install()
         if holding is not None:
-            if _reuse(envs, planned, target, kind):
+            if _reuse(envs, planned, target, lib_paths, kind):
                 maker = holding.previous_holder
                 holding.end_wait(f"reusing the one {f'pid {maker.pid}' if maker else 'another process'} made")
                 return None
@@ -151,6 +154,7 @@ def _precompile(lib_dirs: list[str]) -> None:
 def plan(installer: Any, requirements: list[str], prefix: Any, options: Values | None) -> Plan | None:
     """The key of pip's install of ``requirements`` into ``prefix``, or None where it cannot be keyed."""
     from pip._internal.utils.packaging import get_requirement
+    from pip._vendor.packaging.utils import canonicalize_name
 
     from pipguard._pip import pip_version
 
@@ -170,7 +174,7 @@ def plan(installer: Any, requirements: list[str], prefix: Any, options: Values |
     release_control = getattr(finder, "release_control", None)
     material = {
         "pip": pip_version(),
-        "requirements": sorted(requirements),
+        "requirement_names": sorted({canonicalize_name(get_requirement(line).name) for line in requirements}),
         "layout": sorted(os.path.relpath(path, prefix.path) for path in (*prefix.lib_dirs, prefix.bin_dir)),
         "indexes": finder.index_urls,  # only ever hashed into the key: they may carry tokens
         "find_links": finder.find_links,
@@ -232,15 +236,12 @@ def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) ->
     return found
 
 
-def still_picked(finder: PackageFinder, recorded: list[dict[str, str]]) -> bool:
-    """Whether the finder, asked as the second pip would ask it, picks each recorded file today."""
-    from pip._vendor.packaging.specifiers import SpecifierSet
-
-    for pin in recorded:
-        best = finder.find_best_candidate(pin["name"], SpecifierSet(pin["specifier"])).best_candidate
-        if best is None or link_identity(best.link) != pin["link"]:
-            return False
-    return True
+def fits(finder: PackageFinder, requirements: list[str], lib_dirs: list[str], held: list[dict[str, str]]) -> bool:
+    """Whether the environment in ``lib_dirs`` (a kept entry's tree, which holds ``held``) is exactly what
+    the second pip would install for ``requirements`` today: the finder picks, for each distribution the
+    requirements reach there, the very file the entry holds, and nothing else is in it."""
+    found = pins(finder, requirements, lib_dirs)
+    return found is not None and {(p["name"], p["link"]) for p in found} == {(p["name"], p["link"]) for p in held}
 
 
 def link_identity(link: Link) -> str:
@@ -256,8 +257,9 @@ def link_identity(link: Link) -> str:
 # --- the two paths -----------------------------------------------------------------------------------
 
 
-def _reuse(envs: BuildEnvs, planned: Plan, target: Path, kind: str) -> bool:
-    """Copy a kept environment the finder still agrees with into ``target``, showing pip's own spinner."""
+def _reuse(envs: BuildEnvs, planned: Plan, target: Path, lib_paths: list[str], kind: str) -> bool:
+    """Copy a kept environment that fits the requirements into ``target``, showing pip's own spinner;
+    ``lib_paths``: the prefix's library directories, relative to it (so also within a kept tree)."""
     from pip._internal.cli.spinners import open_spinner
     from pip._internal.utils.logging import VERBOSE
 
@@ -269,7 +271,7 @@ def _reuse(envs: BuildEnvs, planned: Plan, target: Path, kind: str) -> bool:
     for entry in entries:
         try:
             with _unlogged():
-                agreed = still_picked(planned.finder, entry.pins)
+                agreed = fits(planned.finder, planned.requirements, entry.lib_dirs(lib_paths), entry.pins)
         except MACHINERY_ERRORS + (ValueError, KeyError):
             continue
         except Exception:  # noqa: BLE001 - the index cannot tell now: pip's own install says why

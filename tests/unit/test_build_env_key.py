@@ -80,6 +80,12 @@ def test_equal_installs_give_equal_keys_whatever_the_order_of_their_requirements
     assert _key(tmp_path, requirements=both) == _key(tmp_path, requirements=list(reversed(both)))
 
 
+def test_requirements_that_differ_only_in_their_specifiers_share_a_key(tmp_path: Path) -> None:
+    """Which of the key's entries fits is decided per entry (``isolation.fits``): ``setuptools>=40.8.0`` and
+    ``setuptools>=70.1`` mostly install the same file."""
+    assert _key(tmp_path, requirements=["helperpkg>=2"]) == _key(tmp_path, requirements=["HelperPkg<3,>=1"])
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -87,7 +93,7 @@ def test_equal_installs_give_equal_keys_whatever_the_order_of_their_requirements
         lambda tmp, mp: {"finder": _finder(find_links=(str(tmp),))},
         lambda tmp, mp: {"finder": _finder(no_binary=frozenset({":all:"}))},
         lambda tmp, mp: {"finder": _finder(prefer_binary=True)},
-        lambda tmp, mp: {"requirements": ["helperpkg>=2"]},
+        lambda tmp, mp: {"requirements": ["helperpkg>=1", "wheel"]},
         lambda tmp, mp: mp.setenv("PIP_NO_DEPS", "1"),
         lambda tmp, mp: mp.setenv("CFLAGS", "-O0"),  # a build requirement built from source sees it
         lambda tmp, mp: mp.setattr(isolation, "_config_files", lambda: [str(_written(tmp / "pip.conf", "[global]\npre = 1\n"))]),
@@ -133,13 +139,17 @@ def test_what_cannot_be_keyed_is_left_to_pip(tmp_path: Path) -> None:
 def test_a_kept_environment_is_used_only_while_the_finder_picks_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     links = tmp_path / "links"
     make_wheel(links, "helperpkg", "1.0")
-    prefix = _installed(tmp_path / "prefix", "helperpkg", "1.0")
-    pins = isolation.pins(_links_finder(links, monkeypatch), REQUIREMENTS, [str(prefix)])
+    prefix = [str(_installed(tmp_path / "prefix", "helperpkg", "1.0"))]
+    pins = isolation.pins(_links_finder(links, monkeypatch), REQUIREMENTS, prefix)
     assert pins is not None and [(p["name"], p["version"], p["specifier"]) for p in pins] == [("helperpkg", "1.0", ">=1")]
     assert str(links) not in repr(pins)  # files are named by a digest of their URL: URLs carry tokens
-    assert isolation.still_picked(_links_finder(links, monkeypatch), pins)
+    assert isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, pins)
+    # Another build asking for it otherwise gets it where the finder picks that same file for it.
+    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix, pins)
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1", "otherpkg"], prefix, pins)
     make_wheel(links, "helperpkg", "2.0")
-    assert not isolation.still_picked(_links_finder(links, monkeypatch), pins)
+    assert not isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, pins)
+    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix, pins)
 
 
 def _links_finder(links: Path, monkeypatch: pytest.MonkeyPatch) -> PackageFinder:
