@@ -152,7 +152,7 @@ class CacheGuard:
                 warn(message)
         self.budget = jobs.budget_from_environment(job_count, os.environ.get("MAKEFLAGS", ""))
         self.stopping = threading.Event()  # set when the command is interrupted: every build ends at once
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _usable gives up while holding it; builds ahead give up from threads
         self._ready: bool | None = None
         self._handed: set[tuple[str, str]] = set()  # (key, lock key) of outcomes made or used here
         self._held: dict[str, Pending] = {}  # lock key -> the build pip runs itself here (main thread only)
@@ -187,10 +187,12 @@ class CacheGuard:
             return bool(self._ready)
 
     def _give_up(self, exc: BaseException) -> None:
-        """One warning per process; from then on this process is plain pip."""
-        if self._ready is not False:
-            warn(f"not using the build cache ({exc}); going on as plain pip")
-        self._ready = False
+        """One warning per process (builds ahead may give up in several threads at once); from then on this
+        process is plain pip."""
+        with self._lock:
+            if self._ready is not False:
+                warn(f"not using the build cache ({exc}); going on as plain pip")
+            self._ready = False
 
     def build_envs(self) -> BuildEnvs | None:
         """The kept isolated build environments (buildenv.py), or None without a usable cache."""
