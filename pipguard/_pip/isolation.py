@@ -5,9 +5,9 @@ with ``install --prefix <temp> --ignore-installed`` and the finder's options. Th
 
 - :func:`plan` keys it on what the second pip is given and would read: the requirements' names (not
   their specifiers: ``setuptools>=40.8.0`` and ``setuptools>=70.1`` mostly install the very same file, and
-  whether an entry fits is decided per entry, below), the finder's index scope and selection options, build constraints (and, on pip 25.3 without them, the constraints
-  it inherits), the ``PIP_*`` variables and configuration files it reads, pip's version, the prefix's
-  layout. Whatever cannot be keyed safely is left to pip: venv isolation (``--use-feature=venv-isolation``,
+  whether an entry fits is decided per entry, below), the finder's index scope and selection options,
+  build constraints (and, on pip 25.3 without them, the constraints it inherits), the ``PIP_*``
+  variables and configuration files it reads, pip's version, the prefix's layout. Whatever cannot be keyed safely is left to pip: venv isolation (``--use-feature=venv-isolation``,
   another installer class altogether for ``inprocess-build-deps``), a requirement given by URL, a finder
   for another interpreter or platform, one that ignores ``Requires-Python``, a lock file's pinned links.
 - On a miss pip installs, with its own output; then :func:`pins` reads what it installed and asks the

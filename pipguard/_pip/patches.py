@@ -38,9 +38,9 @@ The patch points, all in pip's install and wheel commands and their resolver:
   same class): a build's requirements installed into its isolated prefix are kept once and copied into
   later builds' prefixes (isolation.py, buildenv.py).
 - ``InstallRequirement.prepare_metadata``, ``req_install.generate_metadata`` and
-  ``wheel_builder.build_wheel_pep517``: where pip builds what it
-  prepares, an sdist's metadata is taken from its wheel, built once, as pip's hook library does for a
-  backend without the metadata hook (metadata.py).
+  ``wheel_builder.build_wheel_pep517``: where pip builds what it prepares, an sdist's metadata is taken
+  from its wheel, built once, as pip's hook library does for a backend without the metadata hook
+  (metadata.py).
 - ``network.session.user_agent``: worked out once per command, and handed to pipguard's children of the
   same interpreter, which send the very same header (agent.py).
 """
