@@ -141,8 +141,7 @@ class Tier:
             self.counts["uploaded"] += 1
         except RemoteRefused as exc:
             self.counts["upload failed"] += 1
-            self.uploads_off = True
-            warn(f"the remote cache {self.config.display} refused an upload ({exc}); not uploading again")
+            self.stop_uploads(exc)
         except RemoteUnavailable as exc:
             self.counts["upload failed"] += 1
             self.switch_off(exc)
@@ -190,6 +189,14 @@ class Tier:
             self.counts["error"] += 1
         if not was_off:
             warn(f"the remote cache {self.config.display} is unavailable ({exc}); going on without it")
+
+    def stop_uploads(self, exc: BaseException) -> None:
+        """A refused upload: one warning, then no uploads for this process (builds ahead upload from
+        several threads, and each of them may be refused before any has stopped the others)."""
+        with self._switching:
+            was_off, self.uploads_off = self.uploads_off, True
+        if not was_off:
+            warn(f"the remote cache {self.config.display} refused an upload ({exc}); not uploading again")
 
     def summary(self) -> str:
         counted = ", ".join(f"{self.counts[name]} {name}" for name in COUNTS)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import zipfile
 from pathlib import Path
-
-import threading
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support.wheels import make_wheel
 
-from pipguard.errors import RemoteRejected
+from pipguard.errors import RemoteRefused, RemoteRejected
 from pipguard.remote.config import is_loopback, parse
 from pipguard.remote.keyfiles import PrivateKey, private_key
 from pipguard.remote.manifest import accept, render
@@ -170,6 +170,35 @@ def test_upload_then_fetch_over_a_file_store_and_never_overwrite(tmp_path: Path)
     fetched = Tier(config, store, never).fetch(KEY, source("demo", "1.0"), tmp_path, "demo")
     assert fetched is not None and fetched.read_bytes() == wheel.read_bytes()
     assert not list((tmp_path / "store").rglob(".tmp-*"))
+
+
+class RefusingStore(FileTransport):
+    """A store that refuses every upload, once every uploader is inside its PUT (as builds ahead are)."""
+
+    def __init__(self, root: Path, config: Any, uploaders: int) -> None:
+        super().__init__(root, config.deadline, threading.Event())
+        self.inside = threading.Barrier(uploaders, timeout=30)
+
+    def put(self, path: str, body: bytes | Path, replace: bool = False) -> None:
+        self.inside.wait()
+        raise RemoteRefused("PUT answered 413 Request Entity Too Large")
+
+
+def test_uploads_refused_in_several_threads_at_once_warn_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = parse({"PIPGUARD_REMOTE": (tmp_path / "store").as_uri(), "PIPGUARD_REMOTE_WRITE": "1"})
+    assert config is not None
+    (tmp_path / "store").mkdir()
+    store = RefusingStore(tmp_path / "store", config, uploaders=3)
+    tier = Tier(config, store, threading.Event())
+    wheels = [make_wheel(tmp_path / f"built{n}", f"demo{n}") for n in range(3)]
+    threads = [threading.Thread(target=tier.upload, args=(KEY, wheel)) for wheel in wheels]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "413" in warnings[0] and "not uploading again" in warnings[0]
+    assert tier.uploads_off and tier.counts["upload failed"] == 3
 
 
 # --- what the store may supply, and what a fetched wheel must be ----------------------------------------
