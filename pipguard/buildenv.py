@@ -5,7 +5,8 @@ For every sdist it builds in isolation, pip installs the build's requirements (`
 into a new temp prefix by running a second pip, which starts an interpreter, asks the index, downloads
 and unpacks: most of a small build. The same requirements mostly resolve to the same files, so pipguard
 keeps the result. The first build that needs them lets pip install them, under a lock on their key, and
-the prefix is copied into the cache before any build code has run in it; later builds get a copy of that
+the prefix is copied before any build code has run in it; that copy is compiled and published into the
+cache in a thread while the build goes on (:meth:`BuildEnvs.keep`); later builds get a copy of that
 copy in their own prefix, which pip deletes afterwards as it deletes its own. A copy, never a link: a
 backend that writes into its environment (patches setuptools, drops a file into site-packages) changes
 its own copy only.
@@ -31,6 +32,7 @@ manifest recorded: a damaged entry is set aside and pip installs as plain pip wo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import errno
 import hashlib
@@ -39,6 +41,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,7 @@ from typing import Any
 
 from pipguard import keys, locks, trust
 from pipguard.discard import discard
-from pipguard.errors import BuildStopped, UntrustedCache
+from pipguard.errors import MACHINERY_ERRORS, BuildStopped, UntrustedCache
 from pipguard.redact import redact
 from pipguard.store import ENV_TREE as TREE
 from pipguard.store import MANIFEST, MANIFEST_LIMIT, Store
@@ -90,6 +93,7 @@ class BuildEnvs:
         self.timeout = timeout
         self._stopping = stopping
         self._awaited = awaited  # another process waits for a build this one holds: never wait then
+        self._keeping: list[threading.Thread] = []  # environments being kept in the background (keep)
 
     @property
     def read_only(self) -> bool:
@@ -179,6 +183,52 @@ class BuildEnvs:
             yield holding if holding.locked else None
 
     # --- writing ---------------------------------------------------------------------------------
+
+    def keep(
+        self, key: str, prefix: Path, pins: list[dict[str, str]], prepare: Callable[[Path], None], after: Callable[[], None]
+    ) -> None:
+        """Keep the prefix pip's install just made as an entry of ``key``, off the build's way: a copy is
+        taken now, before any build code runs in the prefix; ``prepare`` (compiling it) and publishing that
+        copy run in a thread while the build goes on, and ``after`` (releasing the key's lock) follows
+        them. A build of the same key in the meantime waits on that lock, then finds the entry."""
+        try:
+            raw = Path(tempfile.mkdtemp(prefix="env-raw-", dir=self.store.tmp))
+        except BaseException:
+            after()
+            raise
+        try:
+            _snapshot(prefix, raw / TREE, self.store.policy)
+        except BaseException:
+            shutil.rmtree(raw, ignore_errors=True)
+            after()
+            raise
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._publish_raw, key, raw, pins, prepare, after),
+            name="pipguard-keep-build-env",
+        )
+        thread.start()
+        self._keeping.append(thread)
+
+    def _publish_raw(
+        self, key: str, raw: Path, pins: list[dict[str, str]], prepare: Callable[[Path], None], after: Callable[[], None]
+    ) -> None:
+        try:
+            prepare(raw / TREE)
+            if not self._stopping():
+                self.publish(key, raw / TREE, pins)
+        except (*MACHINERY_ERRORS, Unkeepable) as exc:
+            from pipguard.display import warn
+
+            warn(f"not keeping the build environment ({type(exc).__name__}: {exc})")
+        finally:
+            shutil.rmtree(raw, ignore_errors=True)
+            after()
+
+    def finish(self) -> None:
+        """Wait for the environments being kept (the command's end: before the cache is trimmed)."""
+        while self._keeping:
+            self._keeping.pop().join()
 
     def publish(self, key: str, prefix: Path, pins: list[dict[str, str]]) -> None:
         """Keep a copy of the prefix pip's install just made (before any build code ran in it) as an entry

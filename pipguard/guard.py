@@ -558,7 +558,10 @@ class CacheGuard:
 
     def _leave(self) -> None:
         """At exit: trim the cache and add this command's counts (Store.wind_up); remove the handoffs this
-        process made or used, unless someone still waits for them."""
+        process made or used, unless someone still waits for them. Build environments still being kept
+        are waited for first: the trim counts them."""
+        if self._envs is not None:
+            self._envs.finish()
         self.store.wind_up()
         self.store.handoffs.unpin_all()
         for key, lock_key in self._handed:

@@ -70,7 +70,10 @@ def test_two_builds_with_the_same_build_requirements_install_them_once(any_pip_w
     second = _install(world, site, "two", "userb")
     assert site.downloads("1.0") == 1  # the second job's pip would have downloaded it again into its own cache
     assert _seen_by(world, "usera") == _seen_by(world, "userb") == {"1.0"}
-    assert len(world.store.env_entries()) == 1
+    [entry] = world.store.env_entries()
+    module = next(entry.wheel.rglob(f"{HELPER}/__init__.py"))
+    compiled = list((module.parent / "__pycache__").glob("__init__.*.pyc"))
+    assert len(compiled) == 1 and compiled[0].read_bytes()[8:12] == int(module.stat().st_mtime).to_bytes(4, "little")
     for result in (first, second):
         assert "Installing build dependencies: finished with status 'done'" in result.stdout
         assert result.stderr == ""

@@ -122,32 +122,38 @@ def install(
         _filter_handlers()  # before the thread that asks the finder starts
         asked = _Ask(planned)
         pip_install()
-        _keep(envs, planned, asked, list(prefix.lib_dirs), target)
+        _keep(envs, planned, asked, list(prefix.lib_dirs), target, lib_paths, stack.pop_all())
     return None
 
 
-def _keep(envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], target: Path) -> None:
-    """Keep what pip just installed, if the finder picks exactly that; nothing of it may fail the build."""
-    try:
-        found = asked.pins(lib_dirs)
-        if found is not None:
-            _precompile(lib_dirs)
-            envs.publish(planned.key, target, found)
-    except MACHINERY_ERRORS as exc:
-        _warn_once(f"not keeping the build environment ({type(exc).__name__}: {exc})")
-    except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
-        pass
+def _keep(
+    envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], target: Path, lib_paths: list[str],
+    held: contextlib.ExitStack,
+) -> None:
+    """Keep what pip just installed, if the finder picks exactly that; nothing of it may fail the build.
+    ``held`` (the key's lock) is released once the entry is published, in the background (envs.keep)."""
+    with held:
+        try:
+            found = asked.pins(lib_dirs)
+            if found is not None:
+                envs.keep(planned.key, target, found, lambda tree: _precompile(tree, lib_paths), held.pop_all().close)
+        except MACHINERY_ERRORS as exc:
+            _warn_once(f"not keeping the build environment ({type(exc).__name__}: {exc})")
+        except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
+            pass
 
 
-def _precompile(lib_dirs: list[str]) -> None:
-    """Compile what pip installed (it installs build requirements with ``--no-compile``) before the entry is
+def _precompile(tree: Path, lib_paths: list[str]) -> None:
+    """Compile what pip installed (it installs build requirements with ``--no-compile``) in the copy to be
     kept: every build that copies it, and each of its hook interpreters, would otherwise compile setuptools
     again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode checks its source's size and mtime,
-    which the copies keep; the interpreter that compiles is the one every build of this key runs."""
+    which the copies keep; the interpreter that compiles is the one every build of this key runs. The
+    build that made the environment runs without it, as with plain pip: compiling is not on its way."""
     import compileall
 
-    for directory in lib_dirs:
-        if os.path.isdir(directory):
+    for relative in lib_paths:
+        directory = tree / relative
+        if directory.is_dir():
             compileall.compile_dir(directory, quiet=2, workers=1)
 
 
