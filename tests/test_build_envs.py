@@ -220,3 +220,24 @@ def test_builds_ahead_in_one_install_make_the_environment_once(world: World, sit
     assert len(world.store.env_entries()) == 1
     assert result.stdout.count("pipguard: reused the build environment") == 2
     assert all(_seen_by(world, name) == {"1.0"} for name in ("usera", "userb", "userc"))
+
+
+def test_a_plain_build_environment_is_installed_here_exactly_as_the_second_pip_installs_it(world: World, site: Site) -> None:
+    """Where the second pip would only fetch wheels the finder picks (no settings it alone reads, output
+    nowhere), pipguard installs them itself: the index is asked for the build requirement's page once (by
+    this process), and the environment holds exactly what the second pip leaves (at -v, where it runs)."""
+    page = f"/simple/{HELPER}/"
+    _install(world, site, "here", "usera")
+    asked_here = site.index.hits.get(page, 0)
+    other_cache = {"PIPGUARD_CACHE_DIR": str(world.root / "second-pip-cache")}
+    _install(world, site, "there", "userb", "-v", env=other_cache)
+    assert asked_here == 1 and site.index.hits[page] - asked_here == 2  # -v: this process, then the second pip
+
+    def tree(cache: Path) -> dict[str, bytes]:
+        [env_tree] = list(cache.glob("v1/buildenvs/*/*/*/tree"))
+        return {str(p.relative_to(env_tree)): p.read_bytes() for p in sorted(env_tree.rglob("*"))
+                if p.is_file() and p.suffix != ".pyc"}
+
+    here, there = tree(world.store.root), tree(Path(other_cache["PIPGUARD_CACHE_DIR"]))
+    assert any(name.endswith("REQUESTED") for name in here)
+    assert here == there

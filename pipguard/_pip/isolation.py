@@ -120,10 +120,30 @@ def install(
                 return None
             holding.end_wait("installing it here")
         _filter_handlers()  # before the thread that asks the finder starts
-        asked = _Ask(planned)
-        pip_install()
+        quick = _quick_install(planned, installer, prefix, kind)
+        asked = _Ask(planned)  # after the quick install: the finder is asked from one thread at a time
+        if not quick:
+            pip_install()
         _keep(envs, planned, asked, list(prefix.lib_dirs), target, lib_paths, stack.pop_all())
     return None
+
+
+def _quick_install(planned: Plan, installer: Any, prefix: Any, kind: str) -> bool:
+    """The requirements installed from this process where that is exactly what the second pip would do
+    (quick_install.py), shown as pip shows its install; False: the second pip installs them."""
+    from pip._internal.cli.spinners import open_spinner
+
+    from pipguard._pip import quick_install
+
+    session = getattr(getattr(planned.finder, "_link_collector", None), "session", None)
+    if session is None:
+        return False
+    with _unlogged():
+        installed = quick_install.install(planned.finder, session, planned.requirements, prefix, installer)
+    if installed:
+        with open_spinner(f"Installing {kind}"):
+            pass
+    return installed
 
 
 def _keep(
