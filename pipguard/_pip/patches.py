@@ -36,7 +36,8 @@ The patch points, all in pip's install and wheel commands and their resolver:
   requirement built from source is locked and cached too (build_deps.py).
 - ``build_env.SubprocessBuildEnvironmentInstaller.install`` (pip 25.3's module, pip 26.3's package, the
   same class): a build's requirements installed into its isolated prefix are kept once and copied into
-  later builds' prefixes (isolation.py, buildenv.py).
+  later builds' prefixes (isolation.py, buildenv.py); where the second pip would only fetch the wheels the
+  finder picks, they are installed from this process with pip's own ``install_wheel`` (quick_install.py).
 - ``InstallRequirement.prepare_metadata``, ``req_install.generate_metadata`` and
   ``wheel_builder.build_wheel_pep517``: where pip builds what it prepares, an sdist's metadata is taken
   from its wheel, built once, as pip's hook library does for a backend without the metadata hook
