@@ -222,10 +222,13 @@ def test_builds_ahead_in_one_install_make_the_environment_once(world: World, sit
     assert all(_seen_by(world, name) == {"1.0"} for name in ("usera", "userb", "userc"))
 
 
-def test_a_plain_build_environment_is_installed_here_exactly_as_the_second_pip_installs_it(world: World, site: Site) -> None:
+def test_a_plain_build_environment_is_installed_here_exactly_as_the_second_pip_installs_it(
+    any_pip_world: World, site: Site
+) -> None:
     """Where the second pip would only fetch wheels the finder picks (no settings it alone reads, output
     nowhere), pipguard installs them itself: the index is asked for the build requirement's page once (by
     this process), and the environment holds exactly what the second pip leaves (at -v, where it runs)."""
+    world = any_pip_world
     page = f"/simple/{HELPER}/"
     _install(world, site, "here", "usera")
     asked_here = site.index.hits.get(page, 0)
