@@ -191,15 +191,13 @@ class BuildEnvs:
         taken now, before any build code runs in the prefix; ``prepare`` (compiling it) and publishing that
         copy run in a thread while the build goes on, and ``after`` (releasing the key's lock) follows
         them. A build of the same key in the meantime waits on that lock, then finds the entry."""
+        raw: Path | None = None
         try:
             raw = Path(tempfile.mkdtemp(prefix="env-raw-", dir=self.store.tmp))
-        except BaseException:
-            after()
-            raise
-        try:
             _snapshot(prefix, raw / TREE, self.store.policy)
         except BaseException:
-            shutil.rmtree(raw, ignore_errors=True)
+            if raw is not None:
+                shutil.rmtree(raw, ignore_errors=True)
             after()
             raise
         thread = threading.Thread(

@@ -6,8 +6,9 @@ gates the seam at run time. Outside the range, or when a patch point is missing,
 runs plain pip.
 
 Modules: ``patches`` (the table of patch points, attach and detach), ``describe`` (pip's objects turned
-into pipguard's plain ``Source``), ``failure`` (a failed build reported in pip's own words), ``isolation`` and ``quick_install`` (build
-environments kept, and installed without a second pip where that is plainly the same). This module
+into pipguard's plain ``Source``), ``failure`` (a failed build reported in pip's own words),
+``isolation`` and ``quick_install`` (build environments kept, and installed without a second pip where
+that is plainly the same). This module
 holds the small read-only helpers the rest of pipguard uses (version, parser, interpreter, tags, main).
 """
 

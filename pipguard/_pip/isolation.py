@@ -120,7 +120,7 @@ def install(
                 return None
             holding.end_wait("installing it here")
         _filter_handlers()  # before the thread that asks the finder starts
-        quick = _quick_install(planned, installer, prefix, kind)
+        quick = not getattr(options, "constraints", None) and _quick_install(planned, installer, prefix, kind)
         asked = _Ask(planned)  # after the quick install: the finder is asked from one thread at a time
         if not quick:
             pip_install()

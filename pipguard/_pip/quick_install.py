@@ -23,9 +23,9 @@ else, or any failure on the way, and the prefix is removed and the second pip ru
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,21 +73,22 @@ def _check_settings(installer: Any) -> None:
         raise NotPlain("the second pip's output is shown or logged")
     if getattr(installer, "_build_constraints", None):
         raise NotPlain("build constraints")
-    if any(name.startswith("PIP_CONSTRAINT") or name == "_PIP_IN_BUILD_IGNORE_CONSTRAINTS" for name in os.environ):
-        raise NotPlain("constraints")
     configuration = Configuration(isolated=False)
     configuration.load()
-    for _origin, settings in configuration.items():  # each file (or the environment): its settings
+    for _origin, settings in configuration.items():  # each file, and the PIP_* variables: their settings
         for key in settings:
             if key.partition(".")[2] not in NEUTRAL_SETTINGS:
                 raise NotPlain(f"setting {key}")
 
 
+@dataclass(frozen=True)
 class _Pick:
     """One distribution to install: its wheel, and whether a requirement itself asked for it."""
 
-    def __init__(self, name: str, link: Link, wheel: Path, requested: bool) -> None:
-        self.name, self.link, self.wheel, self.requested = name, link, wheel, requested
+    name: str
+    link: Link
+    wheel: Path
+    requested: bool
 
 
 def _resolve(finder: PackageFinder, requirements: list[str], downloads: Path, session: Any) -> list[_Pick]:
@@ -138,9 +139,8 @@ def _download(link: Link, downloads: Path, session: Any) -> Path:
     if link.is_file:
         path = Path(link.file_path)
     else:
-        location = downloads / str(len(list(downloads.iterdir())))
-        location.mkdir()
-        path = Path(_downloader(session)(link, str(location))[0])
+        location = tempfile.mkdtemp(dir=downloads)  # one each: two wheels may share a file name
+        path = Path(_downloader(session)(link, location)[0])
     if link.hash_name and link.hash:
         Hashes({link.hash_name: [link.hash]}).check_against_path(str(path))
     return path
