@@ -185,12 +185,14 @@ class BuildEnvs:
     # --- writing ---------------------------------------------------------------------------------
 
     def keep(
-        self, key: str, prefix: Path, pins: list[dict[str, str]], prepare: Callable[[Path], None], after: Callable[[], None]
+        self, key: str, prefix: Path, pins: list[dict[str, str]], prepare: Callable[[Path], None],
+        after: Callable[[], None], complain: Callable[[str], None],
     ) -> None:
         """Keep the prefix pip's install just made as an entry of ``key``, off the build's way: a copy is
         taken now, before any build code runs in the prefix; ``prepare`` (compiling it) and publishing that
         copy run in a thread while the build goes on, and ``after`` (releasing the key's lock) follows
-        them. A build of the same key in the meantime waits on that lock, then finds the entry."""
+        them. A build of the same key in the meantime waits on that lock, then finds the entry. What fails
+        in the thread goes to ``complain`` (the caller's warning), never to the build."""
         raw: Path | None = None
         try:
             raw = Path(tempfile.mkdtemp(prefix="env-raw-", dir=self.store.tmp))
@@ -202,23 +204,22 @@ class BuildEnvs:
             raise
         thread = threading.Thread(
             target=contextvars.copy_context().run,
-            args=(self._publish_raw, key, raw, pins, prepare, after),
+            args=(self._publish_raw, key, raw, pins, prepare, after, complain),
             name="pipguard-keep-build-env",
         )
         thread.start()
         self._keeping.append(thread)
 
     def _publish_raw(
-        self, key: str, raw: Path, pins: list[dict[str, str]], prepare: Callable[[Path], None], after: Callable[[], None]
+        self, key: str, raw: Path, pins: list[dict[str, str]], prepare: Callable[[Path], None],
+        after: Callable[[], None], complain: Callable[[str], None],
     ) -> None:
         try:
             prepare(raw / TREE)
             if not self._stopping():
                 self.publish(key, raw / TREE, pins)
         except (*MACHINERY_ERRORS, Unkeepable) as exc:
-            from pipguard.display import warn
-
-            warn(f"not keeping the build environment ({type(exc).__name__}: {exc})")
+            complain(f"{type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(raw, ignore_errors=True)
             after()

@@ -62,6 +62,7 @@ NEUTRAL_VARIABLES = frozenset(
 INHERITED_VARIABLES = ("_PIP_IN_BUILD_IGNORE_CONSTRAINTS",)
 
 _warned: list[str] = []
+_warning = threading.Lock()
 _silenced: set[int] = set()  # threads whose log records pip's handlers drop (see _unlogged)
 
 
@@ -152,13 +153,17 @@ def _keep(
 ) -> None:
     """Keep what pip just installed, if the finder picks exactly that; nothing of it may fail the build.
     ``held`` (the key's lock) is released once the entry is published, in the background (envs.keep)."""
+    def not_kept(why: str) -> None:
+        _warn_once(f"not keeping the build environment ({why})")
+
     with held:
         try:
             found = asked.pins(lib_dirs)
             if found is not None:
-                envs.keep(planned.key, target, found, lambda tree: _precompile(tree, lib_paths), held.pop_all().close)
+                prepare = lambda tree: _precompile(tree, lib_paths)  # noqa: E731 - the copy's tree, in the thread
+                envs.keep(planned.key, target, found, prepare, held.pop_all().close, not_kept)
         except MACHINERY_ERRORS as exc:
-            _warn_once(f"not keeping the build environment ({type(exc).__name__}: {exc})")
+            not_kept(f"{type(exc).__name__}: {exc}")
         except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
             pass
 
@@ -365,9 +370,12 @@ def _quiet_threads(record: logging.LogRecord) -> bool:
 
 
 def _warn_once(message: str) -> None:
-    if not _warned:
+    """One warning of this machinery per process (a build environment is kept in a thread of its own)."""
+    with _warning:
+        if _warned:
+            return
         _warned.append(message)
-        display.warn(message)
+    display.warn(message)
 
 
 def _file_content(name: str) -> str:
