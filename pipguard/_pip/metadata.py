@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipguard._pip import warm_hooks
+
 MESSAGE = "Preparing metadata (pyproject.toml)"
 # Prints a recorded build's output and exits with its code: pip's runner then reports it as the build's.
 _REPLAY = "import sys; sys.stdout.write(open(sys.argv[1], encoding='utf-8').read()); sys.exit(int(sys.argv[2]))"
@@ -111,14 +113,18 @@ def generate(
 
 def _quiet(spinner: Any) -> Callable[..., None]:
     """A hook runner like pip's, turning pip's spinner on each line of output, keeping the output only
-    for a failure."""
+    for a failure; the hook runs in the interpreter started for it while pip asked the backend for its
+    requirements, where there is one (warm_hooks.py)."""
 
     def runner(cmd: list[str], cwd: str | None = None, extra_environ: Mapping[str, Any] | None = None) -> None:
-        env = {**os.environ, **(extra_environ or {})}
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=cwd, env=env)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
+        proc = warm_hooks.take(cmd, cwd, extra_environ)
+        if proc is None:
+            env = {**os.environ, **(extra_environ or {})}
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    cwd=cwd, env=env)
+            assert proc.stdin is not None
+            proc.stdin.close()
+        assert proc.stdout is not None
         lines = []
         with proc.stdout:
             for line in proc.stdout:

@@ -42,6 +42,10 @@ The patch points, all in pip's install and wheel commands and their resolver:
   ``wheel_builder.build_wheel_pep517``: where pip builds what it prepares, an sdist's metadata is taken
   from its wheel, built once, as pip's hook library does for a backend without the metadata hook
   (metadata.py).
+- ``SourceDistribution._get_build_requires_wheel`` and the ``runner_with_spinner_message`` it calls
+  (``distributions.sdist``'s name for it): where pipguard will run the next hook itself (above), that
+  hook's interpreter is started, and imports the backend, while pip asks the backend for its
+  requirements (warm_hooks.py).
 - ``network.session.user_agent``: worked out once per command, and handed to pipguard's children of the
   same interpreter, which send the very same header (agent.py).
 """
@@ -59,7 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display
-from pipguard._pip import agent, build_deps, describe, failure, isolation, metadata, replay
+from pipguard._pip import agent, build_deps, describe, failure, isolation, metadata, replay, warm_hooks
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -157,6 +161,7 @@ class Seam:
     prepared: list[str] = field(default_factory=list)  # names, in the order pip prepared them
     failed_builds: dict[str, metadata.FailedBuild] = field(default_factory=dict)  # by metadata directory
     preparing: InstallRequirement | None = None  # whose metadata pip prepares now
+    requiring: InstallRequirement | None = None  # whose backend pip asks for its requirements now
     _guard: Guard | None = None
 
     @property
@@ -306,25 +311,29 @@ class Seam:
     def build_for_metadata(self) -> bool:
         """Whether the source whose metadata pip prepares now is built for it (metadata.py); its claim,
         if any, learns that its build starts."""
-        if not self._builds_what_it_prepares():
-            return False
         req = self.preparing
-        claim = self.claims.get(req.link.url) if req is not None and req.link is not None else None
+        if req is None or not self._builds_what_it_prepares(req):
+            return False
+        claim = self.claims.get(req.link.url) if req.link is not None else None
         try:
             return claim is None or claim.build_starts()
         except MACHINERY_ERRORS:
             return False
 
-    def _builds_what_it_prepares(self) -> bool:
-        """Whether pip will build the source whose metadata it prepares now: only then is the metadata
+    def builds_for_metadata_later(self, req: InstallRequirement) -> bool:
+        """Whether ``req``'s metadata will be taken from its build (metadata.py), as far as can be told
+        before its build environment is complete: then its next hook is pipguard's to run."""
+        return self._builds_what_it_prepares(req) and metadata.marker() is not None and metadata.hidden()
+
+    def _builds_what_it_prepares(self, req: InstallRequirement) -> bool:
+        """Whether pip will build ``req``, whose metadata it prepares: only then is the metadata
         taken from the build (metadata.py). So only for ``install`` that installs and ``wheel``, not under
         ``--only-deps`` (pip prepares the requirements themselves and builds none of them), and only for
         an archive or a checkout in pip's own temp directory: a local tree would gain a ``build/``
         directory pip may never have made (pip prepares one tree spelt two ways twice, and builds it
         once), and an editable one is built by another hook. Nor for a source whose build ahead failed:
         pip's build step reports that failure, it builds nothing."""
-        req = self.preparing
-        if req is None or req.editable or req.link is None or req.link.is_existing_dir():
+        if req.editable or req.link is None or req.link.is_existing_dir():
             return False
         if req.link.url in self.failed_ahead:
             return False
@@ -364,6 +373,7 @@ def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[...
                     failed = False
                     return status
                 finally:
+                    warm_hooks.discard_all()
                     seam.release_all()
                     seam.finish_ahead(failed)
                     seam.exit_stack = None
@@ -540,6 +550,7 @@ def _build_env_install(original: Callable[..., None], seam: Seam) -> Callable[..
 def _generate_metadata(original: Callable[..., str], seam: Seam) -> Callable[..., str]:
     def generate_metadata(build_env: Any, backend: Any, details: str) -> str:
         if not seam.build_for_metadata():
+            warm_hooks.discard_all()  # started for a hook that pip's own metadata hook replaces
             return original(build_env, backend, details)
         return metadata.generate(original, build_env, backend, details, seam.failed_builds)
 
@@ -555,6 +566,28 @@ def _prepare_metadata(original: Callable[..., None], seam: Seam) -> Callable[...
             seam.preparing = previous
 
     return prepare_metadata
+
+
+def _get_build_requires(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def get_build_requires_wheel(self: Any) -> Any:
+        previous, seam.requiring = seam.requiring, self.req if seam.builds_for_metadata_later(self.req) else None
+        try:
+            required = original(self)
+        finally:
+            seam.requiring = previous
+        if required:  # pip may install these into the build environment: the warm interpreter predates them
+            warm_hooks.discard_all()
+        return required
+
+    return get_build_requires_wheel
+
+
+def _hook_runner(original: Callable[[str], Callable[..., None]], seam: Seam) -> Callable[[str], Callable[..., None]]:
+    def runner_with_spinner_message(message: str) -> Callable[..., None]:
+        runner = original(message)
+        return warm_hooks.alongside(runner) if seam.requiring is not None else runner
+
+    return runner_with_spinner_message
 
 
 def _user_agent(original: Callable[[], str], seam: Seam) -> Callable[[], str]:
@@ -621,6 +654,8 @@ BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "build_env:SubprocessBuildEnvironmentInstaller.install", _build_env_install),
     Patch(_INTERNAL + "req.req_install:InstallRequirement.prepare_metadata", _prepare_metadata),
     Patch(_INTERNAL + "req.req_install:generate_metadata", _generate_metadata),
+    Patch(_INTERNAL + "distributions.sdist:SourceDistribution._get_build_requires_wheel", _get_build_requires),
+    Patch(_INTERNAL + "distributions.sdist:runner_with_spinner_message", _hook_runner),
     Patch(_INTERNAL + "wheel_builder:build_wheel_pep517", _build_wheel_pep517),
     Patch(_INTERNAL + "network.session:user_agent", _user_agent),
 )
