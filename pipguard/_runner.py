@@ -42,17 +42,23 @@ def _plain_pip():  # type: ignore[no-untyped-def]
 
 
 # pipguard needs what pip 25.3+ needs; under an older Python, pip's runner says so in its own words.
-if sys.version_info < (3, 10):  # noqa: UP036 - the target may be older than pipguard's own Python
+# Run under another name by the fork server (forkserver.py): its own imports, then ``run_here`` for each
+# child it forks; where pipguard cannot run, the server fails and each child starts anew instead.
+_SERVED = __name__ != "__main__"
+if sys.version_info < (3, 10) and not _SERVED:  # noqa: UP036 - the target may be older than pipguard's own Python
     _plain_pip()
 
 try:
     from pipguard.cli import run_here
 except Exception as exc:  # noqa: BLE001 - pipguard cannot run here; plain pip still can
+    if _SERVED:
+        raise
     if "PIPGUARD_PARENTS" not in os.environ:  # a build-dependency install (build_deps.py) falls back silently
         sys.stderr.write(f"pipguard: warning: cannot run under {sys.executable} ({exc}); running plain pip\n")
     _plain_pip()
 
 # pip names itself in usage text after argv[0]; "__main__.py" makes it say "<python> -m pip", as under
 # its own runner. Records take the command line from PIPGUARD_ARGV instead.
-sys.argv[0] = "__main__.py"
-sys.exit(run_here(sys.argv[1:]))
+if not _SERVED:
+    sys.argv[0] = "__main__.py"
+    sys.exit(run_here(sys.argv[1:]))

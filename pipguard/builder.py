@@ -9,10 +9,11 @@ pip under the same (target) interpreter. It runs through pipguard's runner as a 
 build environments go through pipguard (a build requirement built from source is locked and cached), never
 the source itself, so it cannot wait for the lock its parent holds; in a writer's sandbox, which hides the
 cache, it runs through pip's own ``__pip-runner__.py``. Each child keeps a build tracker of its own. It is
-never a fork: a
-fork of a process with other threads alive is not safe (importlib's per-module locks are not
-re-initialised; seen: a build child of a four-build install hung in ``import_ensure_initialized``). On a
-writer it runs inside bubblewrap.
+never a fork of pipguard's process: a fork of a process with other threads alive is not safe (importlib's
+per-module locks are not re-initialised; seen: a build child of a four-build install hung in
+``import_ensure_initialized``). It is forked instead by a single-threaded fork server with pip imported
+already (forkserver.py), where its output goes to files; else, and on a writer (inside bubblewrap), it is
+a new interpreter.
 
 Its exit code tells whose failure it is: 1 is pip's "the build failed" (the backend, or pip around it:
 plain pip would have failed the same way), reported as pip reports it and never retried in this run;
@@ -22,11 +23,13 @@ anything else is pipguard's (bad options, a crash), and the parent falls back to
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING
 from pipguard._pip.failure import stage_of
 from pipguard.errors import MACHINERY_ERRORS, BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
+from pipguard.forkserver import ForkServer, Unavailable
 
 if TYPE_CHECKING:
     from pipguard.sandbox import Confined, Sandbox
@@ -148,6 +152,7 @@ def _spawn(
 
     runner = os.path.join(pip_location(), "__pip-runner__.py")
     env = confined.env if confined else dict(os.environ)
+    through_pipguard = False
     if confined is None:
         with contextlib.suppress(*MACHINERY_ERRORS, ImportError, ValueError):
             from pipguard._pip import build_deps
@@ -155,7 +160,11 @@ def _spawn(
             from pipguard.target import RUNNER
 
             env = {**env, **build_deps.child_environment(), BUILD_CHILD_VARIABLE: "keep" if keep_envs else "1"}
-            runner = RUNNER
+            runner, through_pipguard = RUNNER, True
+    if through_pipguard and sinks is not None:
+        pid = _forked(runner, args, sinks, _own_build_tracker(env))
+        if pid is not None:
+            return pid
     prefix = confined.prefix if confined else ()
     outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
     try:
@@ -175,6 +184,34 @@ def _spawn(
     return child.pid
 
 
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+# Children the fork server started, by pid: their exit codes come from it (they are its children).
+_FORKED: dict[int, ForkServer] = {}
+
+
+def _forked(runner: str, args: list[str], sinks: tuple[Path, Path], env: dict[str, str]) -> int | None:
+    """A child running pipguard's ``runner``, forked by this process's fork server (forkserver.py, started
+    with the first child, in its environment); None where it cannot (another environment, a server that
+    failed): the caller starts a new interpreter, as always. Only where the output goes to files: at
+    ``-v`` the child prints on pipguard's own terminal, which the server does not hold."""
+    global _server
+    with _server_lock:
+        if _server is None:
+            try:
+                _server = ForkServer(sys.executable, runner, env, CHILD_STOPPED)
+            except OSError:
+                return None
+            atexit.register(_server.close)
+        server = _server
+    try:
+        pid = server.spawn(args, str(sinks[0]), str(sinks[1]), env)
+    except Unavailable:
+        return None
+    _FORKED[pid] = server
+    return pid
+
+
 def _own_build_tracker(env: dict[str, str]) -> dict[str, str]:
     """``env`` without ``PIP_BUILD_TRACKER``: pip shares its build tracker with the pips it starts, and
     refuses to build a source the tracker says is being built. Builds ahead run side by side, each with its
@@ -187,14 +224,28 @@ def _own_build_tracker(env: dict[str, str]) -> dict[str, str]:
 _SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def _exit_code(pid: int) -> int | None:
+    """The child's exit code once it ended, else None."""
+    server = _FORKED.get(pid)
+    if server is not None:
+        code = server.poll(pid)
+        if code is not None:
+            del _FORKED[pid]
+        return code
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if not done:
+        return None
+    _SPAWNED.pop(pid, None)
+    return os.waitstatus_to_exitcode(status)
+
+
 def _wait(pid: int, tick: Callable[[], None]) -> int:
     try:
         last_tick = time.monotonic()
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                _SPAWNED.pop(pid, None)
-                return os.waitstatus_to_exitcode(status)
+            code = _exit_code(pid)
+            if code is not None:
+                return code
             if time.monotonic() - last_tick >= TICK_SECONDS:
                 last_tick = time.monotonic()
                 tick()
@@ -202,6 +253,7 @@ def _wait(pid: int, tick: Callable[[], None]) -> int:
     except BaseException:
         _stop(pid)
         _SPAWNED.pop(pid, None)
+        _FORKED.pop(pid, None)
         raise
 
 
@@ -211,11 +263,12 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0]:
+            if _exit_code(pid) is not None:
                 return
             time.sleep(POLL_SECONDS)
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        while _exit_code(pid) is None:
+            time.sleep(POLL_SECONDS)
     except ChildProcessError:
         return
     except ProcessLookupError:

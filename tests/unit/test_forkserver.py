@@ -1,0 +1,84 @@
+"""The fork server (pipguard/forkserver.py) with a runner of the test's own: real processes, real forks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipguard.forkserver import ForkServer, Unavailable
+
+STOPPED = 130
+RUNNER = '''\
+import os, sys
+
+def run_here(args):
+    if args[0] == "wait":  # blocks until the test writes to the fifo (or a signal ends it)
+        with open(args[1]) as fifo:
+            fifo.read()
+        return 0
+    print("args:", " ".join(args), "stdin:", repr(sys.stdin.read()), "env:", os.environ.get("FORK_TEST"))
+    print("to stderr", file=sys.stderr)
+    return int(args[0])
+'''
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ForkServer]:
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    started = ForkServer(sys.executable, str(runner), {**os.environ, "FORK_TEST": "yes"}, STOPPED)
+    yield started
+    started.close()
+
+
+def _exit_code(server: ForkServer, pid: int) -> int | None:
+    return server.wait(pid, timeout=60)
+
+
+def test_a_child_runs_run_here_with_its_args_its_files_and_the_servers_environment(server: ForkServer, tmp_path: Path) -> None:
+    out, err = tmp_path / "out", tmp_path / "err"
+    pid = server.spawn(["3", "x"], str(out), str(err), server.env)
+    assert _exit_code(server, pid) == 3
+    assert out.read_text() == "args: 3 x stdin: '' env: yes\n"
+    assert err.read_text() == "to stderr\n"
+
+
+def test_children_run_side_by_side_and_each_reports_its_own_exit(server: ForkServer, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    waiting = server.spawn(["wait", str(fifo)], str(tmp_path / "w.out"), str(tmp_path / "w.err"), server.env)
+    quick = server.spawn(["0"], str(tmp_path / "q.out"), str(tmp_path / "q.err"), server.env)
+    assert _exit_code(server, quick) == 0
+    assert server.poll(waiting) is None  # still blocked on the fifo
+    with open(fifo, "w") as writer:
+        writer.write("go")
+    assert _exit_code(server, waiting) == 0
+
+
+def test_sigterm_to_a_child_ends_it_with_the_stopped_code(server: ForkServer, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    pid = server.spawn(["wait", str(fifo)], str(tmp_path / "out"), str(tmp_path / "err"), server.env)
+    os.kill(pid, signal.SIGTERM)
+    assert _exit_code(server, pid) == STOPPED
+
+
+def test_another_environment_is_refused(server: ForkServer, tmp_path: Path) -> None:
+    with pytest.raises(Unavailable):
+        server.spawn(["0"], str(tmp_path / "out"), str(tmp_path / "err"), {**server.env, "FORK_TEST": "no"})
+
+
+def test_a_server_that_cannot_start_refuses_every_child(tmp_path: Path) -> None:
+    runner = tmp_path / "runner.py"
+    runner.write_text("raise ImportError('pipguard cannot run here')\n")
+    broken = ForkServer(sys.executable, str(runner), dict(os.environ), STOPPED)
+    try:
+        with pytest.raises(Unavailable):
+            broken.spawn(["0"], str(tmp_path / "out"), str(tmp_path / "err"), broken.env)
+    finally:
+        broken.close()
