@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -182,9 +183,11 @@ class ForkServer:
         with self._changed:
             if pid in self._exits:
                 return self._exits.pop(pid)
-            if self._broken:
-                return -9  # the server is gone, so its children were reaped by nobody we can ask
-            return None
+            if not self._broken:
+                return None
+        # The server is gone, and with it what its child's end would tell: a child of pipguard's own
+        # machinery that failed (not the build's failure), and the caller falls back to plain pip.
+        return -signal.SIGKILL
 
     def wait(self, pid: int, timeout: float | None = None) -> int | None:
         """Like :meth:`poll`, waiting for the child to end (at most ``timeout`` seconds)."""
