@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from pipguard._pip.failure import stage_of
 from pipguard.errors import MACHINERY_ERRORS, BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
-from pipguard.forkserver import ForkServer, Unavailable
+from pipguard.forkserver import RUN_AS_CHILD, ForkServer, Unavailable
 
 if TYPE_CHECKING:
     from pipguard.sandbox import Confined, Sandbox
@@ -117,26 +117,15 @@ def _run(
 # Runs pip's runner, or pipguard's (as ``pip --python`` does). Ctrl-C and SIGTERM unwind pip as in plain pip (its temp
 # dirs go), then the child exits with CHILD_STOPPED: its parent must not take pip's "operation cancelled"
 # status for a failed build (which it would report, and hand to other processes).
-_SPAWNED_CHILD = """\
-import os, runpy, signal, sys
-seen = []
-def interrupted(signum, frame):
-    seen.append(signum)
-    raise KeyboardInterrupt
-for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, interrupted)
-sys.argv = sys.argv[1:]
-code = 2
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-    code = 0
-except SystemExit as exc:
-    code = exc.code if isinstance(exc.code, int) else 1
-finally:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit({stopped} if seen else code)
-"""
+_SPAWNED_CHILD = (
+    "import os, runpy, signal, sys\n"
+    + RUN_AS_CHILD
+    + "sys.argv = sys.argv[1:]\n"
+    "def run():\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "    return 0\n"
+    f"run_as_child(run, {CHILD_STOPPED})\n"
+)
 
 
 def _spawn(
@@ -169,7 +158,7 @@ def _spawn(
     outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
     try:
         child = subprocess.Popen(
-            [*prefix, sys.executable, "-c", _SPAWNED_CHILD.format(stopped=CHILD_STOPPED), runner, *args],
+            [*prefix, sys.executable, "-c", _SPAWNED_CHILD, runner, *args],
             stdin=subprocess.DEVNULL,
             stdout=outputs[0],
             stderr=outputs[1],

@@ -41,10 +41,35 @@ PRELOAD = (
     "pip._internal.index.package_finder",
 )
 
+# How a build child runs, in a new interpreter (builder.py) or forked here: Ctrl-C and SIGTERM unwind pip
+# as in plain pip (its temp dirs go), then the child exits with ``stopped``: its parent must not take
+# pip's "operation cancelled" status for a failed build (which it would report, and hand to other
+# processes). Signals blocked until the handlers are in place (the fork server's) are handled then.
+RUN_AS_CHILD = """\
+def run_as_child(run, stopped):
+    seen = []
+    def interrupted(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupted)
+    code = 2
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        code = run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stopped if seen else code)
+"""
+
 # The server: argv is [runner, stopped exit code, preload...]. The runner runs under another name, so it
 # stops after its own imports and hands over ``run_here``.
 _SERVER = r"""
 import json, os, runpy, select, signal, sys, threading
+""" + RUN_AS_CHILD + r"""
 runner, stopped = sys.argv[1], int(sys.argv[2])
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 STOPPING = {signal.SIGINT, signal.SIGTERM}
@@ -68,24 +93,8 @@ def child(args, out, err):
         os.close(opened)
     sys.stdin, sys.stdout, sys.stderr = (open(0, "r", closefd=False), open(1, "w", closefd=False),
                                          open(2, "w", closefd=False))
-    seen = []
-    def interrupted(signum, frame):
-        seen.append(signum)
-        raise KeyboardInterrupt
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupted)
     sys.argv = ["__main__.py", *args]
-    code = 2
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)  # one that came since the fork is handled now
-        code = namespace["run_here"](args)
-        code = code if isinstance(code, int) else 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(stopped if seen else code)
+    run_as_child(lambda: namespace["run_here"](args), stopped)
 
 children = set()
 while True:
