@@ -137,6 +137,32 @@ def _spawn(
     build requirement built from source is locked and cached as in any other build); inside ``confined``
     (a writer's sandbox, which hides the cache), or where pipguard cannot hand its settings on, through
     pip's own runner."""
+    runner, env, through_pipguard = _child_setup(confined, keep_envs)
+    if through_pipguard and sinks is not None:
+        pid = _forked(runner, args, sinks, env)
+        if pid is not None:
+            return pid
+    prefix = confined.prefix if confined else ()
+    outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
+    try:
+        child = subprocess.Popen(
+            [*prefix, sys.executable, "-c", _SPAWNED_CHILD, runner, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=outputs[0],
+            stderr=outputs[1],
+            env=env,
+            pass_fds=confined.pass_fds if confined else (),
+        )
+    finally:
+        for handle in outputs:
+            if handle is not None:
+                handle.close()
+    _SPAWNED[child.pid] = child
+    return child.pid
+
+
+def _child_setup(confined: Confined | None, keep_envs: bool) -> tuple[str, dict[str, str], bool]:
+    """The runner a child runs, its environment, and whether that runner is pipguard's."""
     from pipguard._pip import pip_location
 
     runner = os.path.join(pip_location(), "__pip-runner__.py")
@@ -150,27 +176,15 @@ def _spawn(
 
             env = {**env, **build_deps.child_environment(), BUILD_CHILD_VARIABLE: "keep" if keep_envs else "1"}
             runner, through_pipguard = RUNNER, True
-    if through_pipguard and sinks is not None:
-        pid = _forked(runner, args, sinks, _own_build_tracker(env))
-        if pid is not None:
-            return pid
-    prefix = confined.prefix if confined else ()
-    outputs = [open(path, "wb") for path in sinks] if sinks is not None else [None, None]  # noqa: SIM115
-    try:
-        child = subprocess.Popen(
-            [*prefix, sys.executable, "-c", _SPAWNED_CHILD, runner, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=outputs[0],
-            stderr=outputs[1],
-            env=_own_build_tracker(env),
-            pass_fds=confined.pass_fds if confined else (),
-        )
-    finally:
-        for handle in outputs:
-            if handle is not None:
-                handle.close()
-    _SPAWNED[child.pid] = child
-    return child.pid
+    return runner, _own_build_tracker(env), through_pipguard
+
+
+def warm_up(keep_envs: bool) -> None:
+    """Start the fork server now (a build ahead is coming), so that it imports pip while the source is
+    downloaded and keyed, not while the first child waits for it."""
+    runner, env, through_pipguard = _child_setup(None, keep_envs)
+    if through_pipguard:
+        _server_for(runner, env)
 
 
 _server: ForkServer | None = None
@@ -184,6 +198,19 @@ def _forked(runner: str, args: list[str], sinks: tuple[Path, Path], env: dict[st
     with the first child, in its environment); None where it cannot (another environment, a server that
     failed): the caller starts a new interpreter, as always. Only where the output goes to files: at
     ``-v`` the child prints on pipguard's own terminal, which the server does not hold."""
+    server = _server_for(runner, env)
+    if server is None:
+        return None
+    try:
+        pid = server.spawn(args, str(sinks[0]), str(sinks[1]), env)
+    except Unavailable:
+        return None
+    _FORKED[pid] = server
+    return pid
+
+
+def _server_for(runner: str, env: dict[str, str]) -> ForkServer | None:
+    """This process's fork server, started in ``env`` if there is none yet; None if it cannot start."""
     global _server
     with _server_lock:
         if _server is None:
@@ -192,13 +219,7 @@ def _forked(runner: str, args: list[str], sinks: tuple[Path, Path], env: dict[st
             except OSError:
                 return None
             atexit.register(_server.close)
-        server = _server
-    try:
-        pid = server.spawn(args, str(sinks[0]), str(sinks[1]), env)
-    except Unavailable:
-        return None
-    _FORKED[pid] = server
-    return pid
+        return _server
 
 
 def _own_build_tracker(env: dict[str, str]) -> dict[str, str]:

@@ -239,6 +239,10 @@ class CacheGuard:
 
     def wheel_for(self, source: Source) -> Result | None:
         """Claim ``source`` and, on a miss, build it here in pipguard's build child (builds ahead)."""
+        if source.options.verbosity <= 0 and not settings.remote_environment().get("PIPGUARD_REMOTE"):
+            # (with a remote store, a writer builds in its sandbox: the server starts with a first child)
+            with contextlib.suppress(*MACHINERY_ERRORS, ImportError, ValueError):
+                builder.warm_up(source.options.cache_enabled)
         claimed = self.claim(source)
         return self._build_claimed(claimed) if isinstance(claimed, Pending) else claimed
 
