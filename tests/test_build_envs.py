@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from support.index import IndexServer
 from support.output import masked
 from support.processes import Crew, install_args, wait_for, waiting_pids
 from support.projects import make_project, make_sdist, make_wheel
+from support.versions import OLDEST_PIP
 
 REQUIREMENT = "helperpkg>=1"
 HELPER = "helperpkg"
@@ -244,3 +246,17 @@ def test_a_plain_build_environment_is_installed_here_exactly_as_the_second_pip_i
     here, there = tree(world.store.root), tree(Path(other_cache["PIPGUARD_CACHE_DIR"]))
     assert any(name.endswith("REQUESTED") for name in here)
     assert here == there
+
+
+def test_constraints_the_second_pip_ignores_leave_the_environment_to_this_process(any_pip_world: World, site: Site) -> None:
+    """pip 26 starts the second pip with ``_PIP_IN_BUILD_IGNORE_CONSTRAINTS=1``: a ``PIP_CONSTRAINT``
+    changes nothing it installs, so the environment is installed here (its page asked once, by this
+    process). pip 25.3 (without ``--use-feature=build-constraint``) lets the second pip read it: it runs."""
+    world = any_pip_world
+    constraints = world.root / "constraints.txt"
+    constraints.write_text("unrelatedpkg==1.0\n")
+    page = f"/simple/{HELPER}/"
+    _install(world, site, "constrained", "usera", env={"PIP_CONSTRAINT": str(constraints)})
+    pip = subprocess.run([str(world.python), "-m", "pip", "--version"], capture_output=True, text=True, check=True)
+    ignores = pip.stdout.split()[1] != OLDEST_PIP
+    assert site.index.hits[page] == (1 if ignores else 2), pip.stdout

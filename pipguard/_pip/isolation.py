@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipguard import display, keys
+from pipguard._pip import quick_install
 from pipguard.errors import MACHINERY_ERRORS, BuildStopped
 
 if TYPE_CHECKING:
@@ -121,7 +122,8 @@ def install(
                 return None
             holding.end_wait("installing it here")
         _filter_handlers()  # before the thread that asks the finder starts
-        quick = not getattr(options, "constraints", None) and _quick_install(planned, installer, prefix, kind)
+        constrained = getattr(options, "constraints", None) and not quick_install.constraints_ignored(installer)
+        quick = not constrained and _quick_install(planned, installer, prefix, kind)
         asked = _Ask(planned)  # after the quick install: the finder is asked from one thread at a time
         if not quick:
             pip_install()
@@ -133,8 +135,6 @@ def _quick_install(planned: Plan, installer: Any, prefix: Any, kind: str) -> boo
     """The requirements installed from this process where that is exactly what the second pip would do
     (quick_install.py), shown as pip shows its install; False: the second pip installs them."""
     from pip._internal.cli.spinners import open_spinner
-
-    from pipguard._pip import quick_install
 
     session = getattr(getattr(planned.finder, "_link_collector", None), "session", None)
     if session is None:

@@ -6,9 +6,12 @@ pip installs an isolated build's requirements by running a second pip (``install
 0.6 to 0.8 s of a small cold build. Where the answer is plain, this installs the very same files into the
 very same prefix from this process, with the command's finder and session:
 
-- the second pip would read nothing this process's finder does not hold: no constraints of either kind,
-  and no ``PIP_*`` variable or configuration setting but index and format options (from which the finder
-  was made, as the second pip would make its own) and settings of output, cache and network;
+- the second pip would read nothing this process's finder does not hold: no build constraints, no
+  constraints it would apply (pip 26 tells it to ignore the command's, ``_PIP_IN_BUILD_IGNORE_CONSTRAINTS``,
+  as pip 25.3 does under ``--use-feature=build-constraint``; pip 25.3 otherwise lets it read
+  ``PIP_CONSTRAINT`` and a ``constraint`` setting), and no ``PIP_*`` variable or configuration setting
+  but index and format options (from which the finder was made, as the second pip would make its own)
+  and settings of output, cache and network;
 - each requirement, and each ``Requires-Dist`` of what they reach (markers evaluated), is a name with a
   specifier, no URL and no extras; for each name the finder's best candidate, under every specifier that
   asks for it, is one wheel: pip's resolver picks the best candidate that satisfies them all, and without
@@ -73,12 +76,20 @@ def _check_settings(installer: Any) -> None:
         raise NotPlain("the second pip's output is shown or logged")
     if getattr(installer, "_build_constraints", None):
         raise NotPlain("build constraints")
+    neutral = NEUTRAL_SETTINGS | ({"constraint"} if constraints_ignored(installer) else set())
     configuration = Configuration(isolated=False)
     configuration.load()
     for _origin, settings in configuration.items():  # each file, and the PIP_* variables: their settings
         for key in settings:
-            if key.partition(".")[2] not in NEUTRAL_SETTINGS:
+            if key.partition(".")[2] not in neutral:
                 raise NotPlain(f"setting {key}")
+
+
+def constraints_ignored(installer: Any) -> bool:
+    """Whether the second pip ignores the constraints it inherits (``PIP_CONSTRAINT``, a ``constraint``
+    setting; ``-c`` it is never given): always in pip 26, in pip 25.3 only under
+    ``--use-feature=build-constraint``. Build constraints are another matter (checked apart)."""
+    return getattr(installer, "_build_constraint_feature_enabled", True) is not False
 
 
 @dataclass(frozen=True)
