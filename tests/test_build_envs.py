@@ -260,3 +260,16 @@ def test_constraints_the_second_pip_ignores_leave_the_environment_to_this_proces
     pip = subprocess.run([str(world.python), "-m", "pip", "--version"], capture_output=True, text=True, check=True)
     ignores = pip.stdout.split()[1] != OLDEST_PIP
     assert site.index.hits[page] == (1 if ignores else 2), pip.stdout
+
+
+def test_a_blank_list_setting_leaves_the_environment_to_this_process(any_pip_world: World, site: Site) -> None:
+    """``PIP_USE_FEATURE=`` and ``PIP_USE_DEPRECATED=`` (pip's own test suite sets both for every test) are
+    the empty list to pip, the options' default: the environment is installed here, its page asked once.
+    A value in a list setting this process does not read (``PIP_EXISTS_ACTION=i``) leaves it to the second
+    pip, whose page this process asks too."""
+    world = any_pip_world
+    page = f"/simple/{HELPER}/"
+    _install(world, site, "blank", "usera", env={"PIP_USE_FEATURE": "", "PIP_USE_DEPRECATED": " "})
+    assert site.index.hits[page] == 1
+    _install(world, site, "set", "userb", env={"PIP_EXISTS_ACTION": "i", "PIPGUARD_CACHE_DIR": str(world.root / "other")})
+    assert site.index.hits[page] == 3

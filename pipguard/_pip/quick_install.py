@@ -80,9 +80,21 @@ def _check_settings(installer: Any) -> None:
     configuration = Configuration(isolated=False)
     configuration.load()
     for _origin, settings in configuration.items():  # each file, and the PIP_* variables: their settings
-        for key in settings:
-            if key.partition(".")[2] not in neutral:
+        for key, value in settings.items():
+            name = key.partition(".")[2]
+            if name not in neutral and not _empty_list(name, value):
                 raise NotPlain(f"setting {key}")
+
+
+def _empty_list(name: str, value: object) -> bool:
+    """Whether a setting is a blank one of a list option (``PIP_USE_FEATURE=``, as pip's own test harness
+    sets it): pip splits such a setting on whitespace, so it is the empty list, the option's default."""
+    from pip._internal.commands import create_command
+
+    if str(value).split():
+        return False
+    option = create_command("install").parser.get_option(f"--{name}")
+    return option is not None and option.action == "append"
 
 
 def constraints_ignored(installer: Any) -> bool:
