@@ -519,7 +519,7 @@ class CacheGuard:
     def _build(self, plan: Plan, holding: locks.Holding) -> Path:
         """Build in the child once the job budget has room (``queued`` in the record until then)."""
         holding.phase("queued")
-        with self.budget.slot(self.stopping.is_set):
+        with self.budget.slot(self.stopping.is_set, _archive_size(plan.archive)):
             holding.phase("building")
             self.store.building(plan.key)
             return self._run_build(plan, holding)
@@ -708,6 +708,14 @@ def _download(source: Source, work: Path) -> Path:
     if source.declared_sha256 and keys.file_sha256(path) != source.declared_sha256:
         raise SourceMismatch(f"{path.name} does not match the sha256 its link declares")
     return path
+
+
+def _archive_size(archive: Path | None) -> int | None:
+    """How big a build is, as far as can be told before it runs (jobs.Budget: the biggest goes first)."""
+    try:
+        return archive.stat().st_size if archive is not None else None
+    except OSError:
+        return None
 
 
 def _build_target(source: Source, archive: Path | None) -> str:

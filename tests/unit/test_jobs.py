@@ -138,6 +138,29 @@ def test_the_descriptor_form_uses_the_pipe_make_passed(tmp_path: Path) -> None:
         os.close(write_fd)
 
 
+def test_when_jobs_are_scarce_the_biggest_build_waiting_goes_next() -> None:
+    """Archives by size, biggest first; one of unknown size (a tree) before them; equal sizes in the
+    order they asked."""
+    budget = jobs.Budget(1, None)
+    order: list[str] = []
+    threads = []
+    with budget.slot(lambda: False):  # the one job is taken: everyone below waits
+        for label, size in (("small", 10), ("big", 30), ("tree", None), ("big again", 30), ("middle", 20)):
+            def build(label: str = label, size: int | None = size) -> None:
+                with budget.slot(lambda: False, size):
+                    order.append(label)
+
+            threads.append(threading.Thread(target=build))
+            threads[-1].start()
+            deadline = time.monotonic() + 10
+            while len(budget._waiting) < len(threads) and time.monotonic() < deadline:
+                time.sleep(0.005)  # until this build is in the queue: arrival order is part of the test
+        assert len(budget._waiting) == 5
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["tree", "big", "big again", "middle", "small"]
+
+
 def test_a_wait_for_a_token_ends_when_the_command_stops(tmp_path: Path) -> None:
     fifo, keeper = _fifo_with_tokens(tmp_path, b"")
     try:
