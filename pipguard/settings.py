@@ -19,6 +19,7 @@ OWN_PREFIX = "PIPGUARD_"
 
 # The values scrub_environment took out of os.environ, for this process only.
 _taken: dict[str, str] = {}
+_command: list[str] = []  # command_id(), once made
 
 
 def variable(name: str) -> str | None:
@@ -40,6 +41,8 @@ def scrub_environment() -> None:
 # processes above it, each blocked until it ends. Its presence says this process installs into pip's
 # private build environment.
 PARENTS_VARIABLE = "PIPGUARD_PARENTS"
+# Set in every pipguard child (build children, build-dependency installs): the command they are part of.
+COMMAND_VARIABLE = "PIPGUARD_COMMAND"
 # What such a child is handed: pipguard's local settings, never the remote tier's (its token, signing key and
 # URL, which may carry credentials, stay in the process the user started; the child builds locally).
 CHILD_VARIABLES = (
@@ -77,7 +80,18 @@ def child_environment() -> dict[str, str]:
     handed = {name: value for name in CHILD_VARIABLES if (value := variable(name)) is not None}
     handed["PIPGUARD_CACHE_DIR"] = str(cache_root())
     handed[PARENTS_VARIABLE] = ",".join(str(pid) for pid in (*parents(), os.getpid()))
+    handed[COMMAND_VARIABLE] = command_id()
     return handed
+
+
+def command_id() -> str:
+    """The command this process is part of: the one of the pipguard process above it (a child), else one
+    made here. What a process of the command learnt from the index is as fresh, for every other one, as
+    pip's own answers are within one run (buildenv.py: a build environment made earlier in the command)."""
+    if not _command:
+        _command.append(variable(COMMAND_VARIABLE) or os.urandom(8).hex())
+    return _command[0]
+
 
 
 def cache_root() -> Path:

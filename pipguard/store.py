@@ -182,13 +182,16 @@ class Store:
             raise ValueError("manifest belongs to another key")
         return Entry(key=key, directory=directory, wheel=wheel, manifest=manifest)
 
-    def pin(self, directory: Path) -> bool:
-        """Keep ``directory`` (an entry with a manifest) from removal until exit; False if it is gone."""
+    @contextlib.contextmanager
+    def pinned(self, directory: Path) -> Iterator[bool]:
+        """Keep ``directory`` (an entry with a manifest) from removal while the caller reads it; False if
+        it is gone. A kept build environment is needed only while it is copied."""
         fd = self._pin(directory)
-        if fd is None:
-            return False
-        self._pins.append(fd)
-        return True
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def grew(self) -> None:
         """Something was added: trim to the cap at the end of the command."""

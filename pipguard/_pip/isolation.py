@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pip._internal.index.package_finder import PackageFinder
     from pip._internal.models.link import Link
 
-    from pipguard.buildenv import BuildEnvs
+    from pipguard.buildenv import BuildEnvs, EnvEntry
 
 logger = logging.getLogger("pip._internal.build_env")
 
@@ -127,7 +127,7 @@ def install(
         asked = _Ask(planned)  # after the quick install: the finder is asked from one thread at a time
         if not quick:
             pip_install()
-        _keep(envs, planned, asked, list(prefix.lib_dirs), target, lib_paths, stack.pop_all())
+        _keep(envs, planned, asked, list(prefix.lib_dirs), target, stack.pop_all())
     return None
 
 
@@ -148,32 +148,33 @@ def _quick_install(planned: Plan, installer: Any, prefix: Any, kind: str) -> boo
 
 
 def _keep(
-    envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], target: Path, lib_paths: list[str],
-    held: contextlib.ExitStack,
+    envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], target: Path, held: contextlib.ExitStack
 ) -> None:
-    """Keep what pip just installed, if the finder picks exactly that; nothing of it may fail the build.
-    ``held`` (the key's lock) is released once the entry is published, in the background (envs.keep)."""
-    def not_kept(why: str) -> None:
-        _warn_once(f"not keeping the build environment ({why})")
+    """Keep what pip just installed, if the finder picks exactly that, before any build code runs in it;
+    then release ``held`` (the key's lock). Nothing of it may fail the build."""
+    from pipguard.buildenv import Unkeepable
 
     with held:
         try:
             found = asked.pins(lib_dirs)
             if found is not None:
-                prepare = lambda tree: _precompile(tree, lib_paths)  # noqa: E731 - the copy's tree, in the thread
-                envs.keep(planned.key, target, found, prepare, held.pop_all().close, not_kept)
-        except MACHINERY_ERRORS as exc:
-            not_kept(f"{type(exc).__name__}: {exc}")
+                envs.publish(planned.key, target, found)
+        except (*MACHINERY_ERRORS, Unkeepable) as exc:
+            _not_kept(f"{type(exc).__name__}: {exc}")
         except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
             pass
 
 
+def _not_kept(why: str) -> None:
+    _warn_once(f"not keeping the build environment ({why})")
+
+
 def _precompile(tree: Path, lib_paths: list[str]) -> None:
-    """Compile what pip installed (it installs build requirements with ``--no-compile``) in the copy to be
-    kept: every build that copies it, and each of its hook interpreters, would otherwise compile setuptools
-    again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode checks its source's size and mtime,
-    which the copies keep; the interpreter that compiles is the one every build of this key runs. The
-    build that made the environment runs without it, as with plain pip: compiling is not on its way."""
+    """Compile a kept environment (pip installs build requirements with ``--no-compile``) at its first
+    reuse (buildenv.py says why then): every build that copies it, and each of its hook interpreters,
+    would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode
+    checks its source's size and mtime, which the copies keep; the interpreter that compiles is the one
+    every build of this key runs."""
     import compileall
 
     for relative in lib_paths:
@@ -227,11 +228,33 @@ def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) ->
     """What pip installed in ``lib_dirs``, each distribution with the specifier that asked for it and the
     file the finder picks for that specifier; None unless that file is of the version installed, for every
     one, and the installed distributions are exactly those the requirements reach."""
+    reached = _reached(requirements, lib_dirs)
+    if reached is None:
+        return None
+    found = []
+    for name, (specifier, version) in sorted(reached.items()):
+        best = finder.find_best_candidate(name, specifier).best_candidate
+        if best is None or best.version != version:
+            return None
+        found.append(
+            {
+                "name": name,
+                "version": str(best.version),
+                "specifier": str(specifier),
+                "file": best.link.filename,
+                "link": link_identity(best.link),
+            }
+        )
+    return found
+
+
+def _reached(requirements: list[str], lib_dirs: list[str]) -> dict[str, tuple[Any, Any]] | None:
+    """Each distribution in ``lib_dirs`` the requirements reach (through their ``Requires-Dist``), with
+    the specifier they ask of it and its version; None unless they reach every one there and only those."""
     from pip._internal.metadata import get_environment
+    from pip._internal.utils.packaging import get_requirement
     from pip._vendor.packaging.specifiers import SpecifierSet
     from pip._vendor.packaging.utils import canonicalize_name
-
-    from pip._internal.utils.packaging import get_requirement
 
     dists = {dist.canonical_name: dist for dist in get_environment(lib_dirs).iter_all_distributions()}
     wanted: dict[str, tuple[SpecifierSet, frozenset[str]]] = {}
@@ -250,27 +273,21 @@ def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) ->
             todo.extend(dists[name].iter_dependencies(sorted(walked[name])))
     if set(wanted) != set(dists):
         return None
-    found = []
-    for name, (specifier, _extras) in sorted(wanted.items()):
-        best = finder.find_best_candidate(name, specifier).best_candidate
-        if best is None or best.version != dists[name].version:
-            return None
-        found.append(
-            {
-                "name": name,
-                "version": str(best.version),
-                "specifier": str(specifier),
-                "file": best.link.filename,
-                "link": link_identity(best.link),
-            }
-        )
-    return found
+    return {name: (specifier, dists[name].version) for name, (specifier, _extras) in wanted.items()}
 
 
-def fits(finder: PackageFinder, requirements: list[str], lib_dirs: list[str], held: list[dict[str, str]]) -> bool:
-    """Whether the environment in ``lib_dirs`` (a kept entry's tree, which holds ``held``) is exactly what
-    the second pip would install for ``requirements`` today: the finder picks, for each distribution the
-    requirements reach there, the very file the entry holds, and nothing else is in it."""
+def fits(finder: PackageFinder, requirements: list[str], lib_dirs: list[str], entry: EnvEntry) -> bool:
+    """Whether the environment in ``lib_dirs`` (the tree of ``entry``) is exactly what the second pip would
+    install for ``requirements`` today: the finder picks, for each distribution the requirements reach
+    there, the very file the entry holds, and nothing else is in it. An entry this command made answers
+    for itself where the requirements ask what it was made for: the finder gave those very answers in
+    this command (pip, too, asks the index once per run)."""
+    held = entry.pins
+    if entry.made_in_this_command:
+        reached = _reached(requirements, lib_dirs)
+        asked = {pin["name"]: (pin["specifier"], pin["version"]) for pin in held}
+        if reached is not None and {name: (str(spec), str(version)) for name, (spec, version) in reached.items()} == asked:
+            return True
     found = pins(finder, requirements, lib_dirs)
     return found is not None and {(p["name"], p["link"]) for p in found} == {(p["name"], p["link"]) for p in held}
 
@@ -302,7 +319,7 @@ def _reuse(envs: BuildEnvs, planned: Plan, target: Path, lib_paths: list[str], k
     for entry in entries:
         try:
             with _unlogged():
-                agreed = fits(planned.finder, planned.requirements, entry.lib_dirs(lib_paths), entry.pins)
+                agreed = fits(planned.finder, planned.requirements, entry.lib_dirs(lib_paths), entry)
         except MACHINERY_ERRORS + (ValueError, KeyError):
             continue
         except Exception:  # noqa: BLE001 - the index cannot tell now: pip's own install says why
@@ -310,7 +327,7 @@ def _reuse(envs: BuildEnvs, planned: Plan, target: Path, lib_paths: list[str], k
         if not agreed:
             continue
         try:
-            copied = envs.use(entry, target)
+            copied = envs.use(entry, target, lambda tree: _precompile(tree, lib_paths), _not_kept)
         except MACHINERY_ERRORS as exc:
             _warn_once(f"not using kept build environments ({type(exc).__name__}: {exc})")
             return False

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from support.projects import make_wheel
 
+from pipguard import settings
 from pipguard._pip import isolation
+from pipguard.buildenv import EnvEntry
 
 if TYPE_CHECKING:  # pip is imported inside the tests: importing it first turns setuptools' distutils off
     from pip._internal.index.package_finder import PackageFinder
@@ -136,6 +138,10 @@ def test_what_cannot_be_keyed_is_left_to_pip(tmp_path: Path) -> None:
     assert isolation.plan(installer, REQUIREMENTS, venv_prefix, None) is None
 
 
+def _entry(pins: list[dict[str, str]], command: str = "an earlier command") -> EnvEntry:
+    return EnvEntry(Path("unused"), {"pins": pins, "command": command})
+
+
 def test_a_kept_environment_is_used_only_while_the_finder_picks_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     links = tmp_path / "links"
     make_wheel(links, "helperpkg", "1.0")
@@ -143,13 +149,33 @@ def test_a_kept_environment_is_used_only_while_the_finder_picks_its_files(tmp_pa
     pins = isolation.pins(_links_finder(links, monkeypatch), REQUIREMENTS, prefix)
     assert pins is not None and [(p["name"], p["version"], p["specifier"]) for p in pins] == [("helperpkg", "1.0", ">=1")]
     assert str(links) not in repr(pins)  # files are named by a digest of their URL: URLs carry tokens
-    assert isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, pins)
+    entry = _entry(pins)
+    assert isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, entry)
     # Another build asking for it otherwise gets it where the finder picks that same file for it.
-    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix, pins)
-    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1", "otherpkg"], prefix, pins)
+    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix, entry)
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1", "otherpkg"], prefix, entry)
     make_wheel(links, "helperpkg", "2.0")
-    assert not isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, pins)
-    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix, pins)
+    assert not isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, entry)
+    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix, entry)
+
+
+def test_an_environment_made_in_this_command_answers_for_the_questions_it_was_made_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within one command the finder's answers stand, as they do in one pip process (it reads each page
+    once): a release uploaded meanwhile is seen by the next command. A question the entry was not made
+    for (another specifier) is the finder's."""
+    links = tmp_path / "links"
+    make_wheel(links, "helperpkg", "1.0")
+    prefix = [str(_installed(tmp_path / "prefix", "helperpkg", "1.0"))]
+    pins = isolation.pins(_links_finder(links, monkeypatch), REQUIREMENTS, prefix)
+    assert pins is not None
+    make_wheel(links, "helperpkg", "2.0")
+    this_command = _entry(pins, settings.command_id())
+    assert isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, this_command)
+    assert not isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, _entry(pins))
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=0.5"], prefix, this_command)
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1", "otherpkg"], prefix, this_command)
 
 
 def _links_finder(links: Path, monkeypatch: pytest.MonkeyPatch) -> PackageFinder:

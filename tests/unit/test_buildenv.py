@@ -3,13 +3,15 @@ copied into a build; what a build does to its copy stays in its copy."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from pipguard.buildenv import BuildEnvs, Unkeepable
+from pipguard import buildenv
+from pipguard.buildenv import BuildEnvs, EnvEntry, Unkeepable
 from pipguard.store import Store
 
 PINS = [{"name": "helperpkg", "version": "1.0", "specifier": ">=1", "file": "helperpkg-1.0-py3-none-any.whl", "link": "ab" * 32}]
@@ -33,6 +35,17 @@ def _installed(prefix: Path, executable: str = sys.executable) -> Path:
     return prefix
 
 
+def _compile(tree: Path) -> None:
+    """What the seam's compile does to a kept tree, in small: bytecode beside the module."""
+    cache = next(tree.rglob("helperpkg")) / "__pycache__"
+    cache.mkdir()
+    (cache / "__init__.pyc").write_bytes(b"bytecode")
+
+
+def _use(envs: BuildEnvs, entry: EnvEntry, prefix: Path, complaints: list[str] | None = None) -> bool:
+    return envs.use(entry, prefix, _compile, (complaints if complaints is not None else []).append)
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -44,7 +57,7 @@ def test_an_environment_kept_once_is_copied_whole_into_each_build(envs: BuildEnv
     assert entry.pins == PINS and entry.label == "helperpkg-1.0"
     build = tmp_path / "build" / "overlay"
     build.parent.mkdir()
-    assert envs.use(entry, build)
+    assert _use(envs, entry, build)
     assert _tree(build) == _tree(made)
     assert os.access(build / "bin" / "helper", os.X_OK)
     module = build / "lib" / "python3" / "site-packages" / "helperpkg" / "__init__.py"
@@ -56,12 +69,12 @@ def test_what_a_build_does_to_its_copy_stays_in_it(envs: BuildEnvs, key: str, tm
     envs.publish(key, made, PINS)
     [entry] = envs.candidates(key)
     first, second = tmp_path / "first", tmp_path / "second"
-    assert envs.use(entry, first)
+    assert _use(envs, entry, first)
     module = first / "lib" / "python3" / "site-packages" / "helperpkg" / "__init__.py"
     with open(module, "r+") as handle:  # in place, as a link would share it
         handle.write("VERSION = 'scribbled'\n")
     (module.parent.parent / "dropped.py").write_text("")
-    assert envs.use(entry, second)
+    assert _use(envs, entry, second)
     assert _tree(second) == _tree(made)
 
 
@@ -71,7 +84,7 @@ def test_a_damaged_entry_is_set_aside_and_leaves_no_prefix(envs: BuildEnvs, key:
     kept = entry.directory / "tree" / "lib" / "python3" / "site-packages" / "helperpkg" / "__init__.py"
     kept.write_text("VERSION = 'tampered'\n")
     build = tmp_path / "build"
-    assert not envs.use(entry, build)
+    assert not _use(envs, entry, build)
     assert not build.exists() and not entry.directory.exists()
     assert envs.candidates(key) == []
 
@@ -80,7 +93,7 @@ def test_an_entry_others_can_write_to_is_never_copied(envs: BuildEnvs, key: str,
     envs.publish(key, _installed(tmp_path / "made"), PINS)
     [entry] = envs.candidates(key)
     (entry.directory / "tree" / "bin").chmod(0o777)
-    assert not envs.use(entry, tmp_path / "build")
+    assert not _use(envs, entry, tmp_path / "build")
     assert not (tmp_path / "build").exists()
 
 
@@ -88,7 +101,7 @@ def test_scripts_name_the_interpreter_of_the_environment_they_are_copied_for(env
     envs.publish(key, _installed(tmp_path / "made", executable="/elsewhere/venv/bin/python"), PINS)
     [entry] = envs.candidates(key)
     entry.manifest["executable"] = "/elsewhere/venv/bin/python"  # made by another environment's pipguard
-    assert envs.use(entry, tmp_path / "build")
+    assert _use(envs, entry, tmp_path / "build")
     assert (tmp_path / "build" / "bin" / "helper").read_text().splitlines()[0] == f"#!{sys.executable}"
 
 
@@ -107,3 +120,42 @@ def test_the_same_distributions_are_kept_once_and_other_ones_beside_them(envs: B
     envs.publish(key, _installed(tmp_path / "three"), newer)
     assert sorted(entry.label for entry in envs.candidates(key)) == ["helperpkg-1.0", "helperpkg-2.0"]
     assert len(envs.store.env_entries()) == 2
+
+
+def test_the_first_reuse_compiles_the_entry_and_puts_it_in_its_place(envs: BuildEnvs, key: str, tmp_path: Path) -> None:
+    """The build that made it never waits for a compile; the first build that reuses it gets it as it was
+    kept, and every build after that a compiled one."""
+    made = _installed(tmp_path / "made")
+    envs.publish(key, made, PINS)
+    [entry] = envs.candidates(key)
+    assert not entry.compiled
+    complaints: list[str] = []
+    assert _use(envs, entry, tmp_path / "first", complaints)
+    envs.finish()
+    assert _tree(tmp_path / "first") == _tree(made) and complaints == []
+    [compiled] = envs.candidates(key)
+    assert compiled.compiled and compiled.directory == entry.directory and compiled.pins == PINS
+    assert _use(envs, compiled, tmp_path / "second")
+    envs.finish()
+    assert _tree(tmp_path / "second") == {**_tree(made), "lib/python3/site-packages/helperpkg/__pycache__/__init__.pyc": b"bytecode"}
+    [still] = envs.candidates(key)
+    assert still.manifest["created"] == compiled.manifest["created"] and len(envs.store.env_entries()) == 1
+
+
+def test_an_entry_another_process_is_copying_is_not_replaced(
+    envs: BuildEnvs, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(buildenv, "SWAP_SECONDS", 0.2)  # how long it waits for that copy to end
+    envs.publish(key, _installed(tmp_path / "made"), PINS)
+    [entry] = envs.candidates(key)
+    reader = os.open(entry.directory / "manifest.json", os.O_RDONLY)
+    try:
+        fcntl.flock(reader, fcntl.LOCK_SH)  # as another process's copy holds it
+        complaints: list[str] = []
+        assert _use(envs, entry, tmp_path / "build", complaints)
+        envs.finish()
+    finally:
+        os.close(reader)
+    [unchanged] = envs.candidates(key)
+    assert not unchanged.compiled and complaints == []
+    assert list(envs.store.tmp.iterdir()) == []  # its compiled copy is not left behind either

@@ -159,5 +159,6 @@ def test_a_build_dependency_install_gets_the_local_settings_and_its_parents_neve
         "PIPGUARD_CACHE_DIR": str(tmp_path),
         "PIPGUARD_LOCK_TIMEOUT": "9",
         "PIPGUARD_PARENTS": f"11,{os.getpid()}",
+        "PIPGUARD_COMMAND": settings.command_id(),
     }
     assert settings.parents() == (11,)
