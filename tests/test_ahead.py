@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import World
 from support.envs import clean_env
-from support.hooklog import build_intervals, most_at_once
-from support.processes import Crew, Gate
+from support.hooklog import build_intervals, most_at_once, read_hooks
+from support.index import IndexServer
+from support.processes import Crew, Gate, install_args
 from support.projects import make_project, make_sdist
 
 LEAVES = ("leafa", "leafb", "leafc")
@@ -54,6 +55,23 @@ def _held_at_once(world: World, crew: Crew, gate: Gate, cmd: list[str], count: i
 def test_unpinned_requirements_build_at_once(world: World, crew: Crew, gate: Gate, links: Path) -> None:
     venv = world.venv("v")
     _held_at_once(world, crew, gate, _install(world, venv, links, *LEAVES), 3, "three unpinned builds held at once")
+    for name in LEAVES:
+        assert world.hooks("build_wheel", name) == 1 and world.module_version(venv, name) == "1.0"
+
+
+def test_builds_ahead_start_while_the_finder_still_reads_the_next_requirements_page(world: World) -> None:
+    """Two requirements known to be sdists are enough to start building them: the index holds leafc's page
+    until a build of leafa or leafb has begun (it would never begin, were builds started only once the
+    finder had answered for every requirement)."""
+    directory, trees = world.root / "index", world.root / "trees"
+    for name in LEAVES:
+        make_sdist(make_project(trees, name, "1.0"), directory)
+    venv = world.venv("v")
+    with IndexServer(directory) as index:
+        index.hold("/simple/leafc/", lambda: any(r["project"] in LEAVES[:2] for r in read_hooks(world.hook_log)))
+        result = world.pipguard(*install_args(venv, index.url, *LEAVES), env={"PIPGUARD_JOBS": "3"})
+    assert result.returncode == 0, result.output
+    assert index.held_until_met == {"/simple/leafc/": True}
     for name in LEAVES:
         assert world.hooks("build_wheel", name) == 1 and world.module_version(venv, name) == "1.0"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pipguard.sources import BuildOptions, Network, Source
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from pip._internal.index.package_finder import PackageFinder
     from pip._internal.models.link import Link
@@ -152,8 +152,10 @@ def requested_sdists(
     options: Values,
     installing: bool,
     heard: dict[str, list[str]],
-) -> list[tuple[str, Source]]:
-    """(link URL, source) of each sdist the resolver will ask a wheel for first, known before it starts.
+) -> Iterator[tuple[str, Source]]:
+    """(link URL, source) of each sdist the resolver will ask a wheel for first, known before it starts;
+    each as soon as the finder has answered for it (its build can start while the finder reads the next
+    requirement's page).
 
     That is each requirement the user gave (not a constraint, not editable) whose markers match: a direct
     archive URL or path, or a name (pinned or not) whose best candidate, as pip's finder picks it for the
@@ -167,7 +169,6 @@ def requested_sdists(
     not to the console: the resolver shows it under the requirement's header (replay.py)."""
     from packaging.utils import canonicalize_name
 
-    found: list[tuple[str, Source]] = []
     download = _background_download(session, options, heard)
     installed = _installed_distributions() if installing else {}
     for req in reqs:
@@ -184,15 +185,15 @@ def requested_sdists(
             link = _sdist_link(finder, name, specifier, hashes, installed, upgrading=bool(options.upgrade))
         source = _archive_source(link, req, options, finder, download)
         if source is not None:
-            found.append(source)
-    return found
+            yield source
 
 
 def dependency_sdists(
     requirements: list[Any], provider: Any, options: Values, installing: bool, heard: dict[str, list[str]]
-) -> list[tuple[str, Source]]:
+) -> Iterator[tuple[str, Source]]:
     """(link URL, source) of each sdist the resolver will try first for the dependencies it just learnt
-    from a distribution (``requirements``: what ``PipProvider.get_dependencies`` returned for it).
+    from a distribution (``requirements``: what ``PipProvider.get_dependencies`` returned for it), each
+    as soon as the finder has answered for it.
 
     Each named dependency (markers already evaluated by pip) is looked up as the resolver looks it up: its
     specifier and hashes joined with its constraint's, through the same finder (whose answers are cached,
@@ -208,7 +209,6 @@ def dependency_sdists(
     if installed is None:
         installed = _installed_distributions()
     download = _background_download(finder._link_collector.session, options, heard)
-    found: list[tuple[str, Source]] = []
     for requirement in requirements:
         _candidate, ireq = requirement.get_candidate_lookup()
         if ireq is None or ireq.req is None or ireq.link is not None or ireq.editable:
@@ -224,8 +224,7 @@ def dependency_sdists(
         link = _sdist_link(finder, name, specifier, hashes, installed, upgrading)
         source = _archive_source(link, ireq, options, finder, download)
         if source is not None:
-            found.append(source)
-    return found
+            yield source
 
 
 def _sdist_link(

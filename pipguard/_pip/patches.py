@@ -56,7 +56,7 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from optparse import Values
 from pathlib import Path
@@ -252,23 +252,27 @@ class Seam:
             options.force_reinstall or options.ignore_installed or options.target_dir
         )
 
-    def _submit_ahead(self, find: Callable[[], list[tuple[str, Source]]]) -> None:
-        """Build ahead what ``find`` names, unless the resolver met it already. One source alone gains
-        nothing (pip builds it as the resolver reaches it) unless other builds ahead are running beside it."""
+    def _submit_ahead(self, find: Callable[[], Iterable[tuple[str, Source]]]) -> None:
+        """Build ahead what ``find`` names, each as soon as it names it, unless the resolver met it already.
+        One source alone gains nothing (pip builds it as the resolver reaches it): the first waits for a
+        second, unless other builds ahead are running beside it."""
+        alone: list[tuple[str, Source]] = []
         try:
-            found = find()
+            for url, source in find():
+                if url in self.found or (self.ahead is not None and url in self.ahead):
+                    continue
+                if not alone and (self.ahead is None or not self.ahead.running()):
+                    alone.append((url, source))
+                    continue
+                if self.ahead is None:
+                    self.ahead = Ahead(self.guard)
+                for waiting in (*alone, (url, source)):
+                    self.ahead.submit(*waiting)
+                alone.clear()
         except MACHINERY_ERRORS as exc:
             display.warn(f"not building ahead ({type(exc).__name__}: {exc})")
-            return
         except Exception:  # noqa: BLE001 - pip's own error: its resolver meets it again and reports it in place
-            return
-        sources = [(url, source) for url, source in found if url not in self.found and (self.ahead is None or url not in self.ahead)]
-        if not sources or (len(sources) == 1 and (self.ahead is None or not self.ahead.running())):
-            return
-        if self.ahead is None:
-            self.ahead = Ahead(self.guard)
-        for url, source in sources:
-            self.ahead.submit(url, source)
+            pass
 
     def transcript_for(self, req: InstallRequirement) -> replay.Transcript | None:
         """What pipguard's build child printed for ``req``'s source, if it built it for this process (a

@@ -11,6 +11,8 @@ import hashlib
 import html
 import re
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +43,9 @@ class IndexServer:
         self.hashes = hashes
         self.hits: dict[str, int] = {}
         self.user_agents: dict[str, set[str]] = {}  # by path: the User-Agent headers it was asked with
+        # Paths answered only once a condition holds (hold()), and whether it did before the deadline.
+        self._holds: dict[str, tuple[Callable[[], bool], float]] = {}
+        self.held_until_met: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -97,6 +102,20 @@ class IndexServer:
         with self._lock:
             self.hits[path] = self.hits.get(path, 0) + 1
             self.user_agents.setdefault(path, set()).add(user_agent or "")
+
+    def hold(self, path: str, until: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Answer ``path`` only once ``until()`` holds (checked every 20 ms), or after ``timeout``;
+        ``held_until_met[path]`` says which it was."""
+        self._holds[path] = (until, timeout)
+
+    def _wait_for_hold(self, path: str) -> None:
+        if path not in self._holds:
+            return
+        until, timeout = self._holds[path]
+        deadline = time.monotonic() + timeout
+        while not (met := until()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.held_until_met.setdefault(path, met)
 
     def dists(self, project: str | None = None) -> list[Path]:
         """Dist files on disk (read per request, so tests may add files while serving)."""
@@ -173,6 +192,7 @@ def _make_handler(server: IndexServer) -> type[BaseHTTPRequestHandler]:
                 path = "/simple/"
             elif re.fullmatch(r"/simple/[^/]+", path):
                 path += "/"
+            server._wait_for_hold(path)
             body = server.render(path)
             if body is None:
                 self._send(404, b"not found", "text/plain")
