@@ -69,7 +69,9 @@ def _seen_by(world: World, project: str) -> set[str | None]:
 def test_two_builds_with_the_same_build_requirements_install_them_once(any_pip_world: World, site: Site) -> None:
     world = any_pip_world
     first = _install(world, site, "one", "usera")
-    second = _install(world, site, "two", "userb")
+    [kept] = world.store.env_entries()  # kept as pip installed it: one build alone never waits for a compile
+    assert kept.manifest["compiled"] is False and not list(kept.wheel.rglob("*.pyc"))
+    second = _install(world, site, "two", "userb")  # the first reuse compiles it, beside its build
     assert site.downloads("1.0") == 1  # the second job's pip would have downloaded it again into its own cache
     assert _seen_by(world, "usera") == _seen_by(world, "userb") == {"1.0"}
     [entry] = world.store.env_entries()
