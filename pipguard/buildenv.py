@@ -69,6 +69,10 @@ SWAP_POLL_SECONDS = 0.02
 SHEBANG_HEAD = 1024  # a script's interpreter is named in its first line (or the second, pip's /bin/sh form)
 
 
+# Compiles a kept tree; False if it gave up because the event was set (nothing half-compiled is kept).
+Compiler = Callable[[Path, threading.Event], bool]
+
+
 class Unkeepable(Exception):
     """What pip installed is not a plain tree of files and directories: it is not kept."""
 
@@ -115,7 +119,8 @@ class BuildEnvs:
         self.timeout = timeout
         self._stopping = stopping
         self._awaited = awaited  # another process waits for a build this one holds: never wait then
-        self._keeping: list[threading.Thread] = []  # environments being kept in the background (keep)
+        self._compiling: list[threading.Thread] = []  # entries being compiled in the background (use)
+        self._ending = threading.Event()  # the command ends: a compile still running is given up
 
     @property
     def read_only(self) -> bool:
@@ -157,11 +162,11 @@ class BuildEnvs:
             self._set_aside(directory, f"{type(exc).__name__}: {exc}")
             return None
 
-    def use(self, entry: EnvEntry, prefix: Path, compile_tree: Callable[[Path], None], complain: Callable[[str], None]) -> bool:
+    def use(self, entry: EnvEntry, prefix: Path, compile_tree: Compiler, complain: Callable[[str], None]) -> bool:
         """Copy ``entry`` into ``prefix`` (which must not exist yet); False, with nothing left at ``prefix``,
         if the entry was removed meanwhile or is damaged (then it is set aside). An entry not compiled yet
-        is compiled (``compile_tree``) and replaced in a thread, off the build's way; what fails there goes
-        to ``complain``."""
+        is compiled (``compile_tree``, with CPU no build wants) and replaced in a thread, off the build's
+        way; what fails there goes to ``complain``."""
         with self.store.pinned(entry.directory) as there:
             if not there:
                 replaced = self._read(entry.directory, entry.manifest["key"])  # by its compiled copy, meanwhile
@@ -187,7 +192,7 @@ class BuildEnvs:
                 name="pipguard-compile-build-env",
             )
             thread.start()
-            self._keeping.append(thread)
+            self._compiling.append(thread)
         return True
 
     # --- the lock --------------------------------------------------------------------------------
@@ -225,9 +230,10 @@ class BuildEnvs:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def _compile(self, entry: EnvEntry, compile_tree: Callable[[Path], None], complain: Callable[[str], None]) -> None:
+    def _compile(self, entry: EnvEntry, compile_tree: Compiler, complain: Callable[[str], None]) -> None:
         """Compile a copy of ``entry`` and put it in the entry's place; one process at a time does this for
-        an entry (the others go on with it as it is), and it gives up rather than wait for anyone."""
+        an entry (the others go on with it as it is), and it gives up rather than wait for anyone, the
+        command's end included: the entry stays as it is, and a later reuse compiles it."""
         key = entry.manifest["key"]
         raw: Path | None = None
         lock = -1
@@ -239,8 +245,7 @@ class BuildEnvs:
             with self.store.pinned(entry.directory) as there:
                 if not there or _copy_tree(entry.directory / TREE, raw / TREE, self.store.policy, None) != entry.manifest["tree_sha256"]:
                     return  # gone, or replaced meanwhile (use() sets a damaged one aside)
-            compile_tree(raw / TREE)
-            if not self._stopping():
+            if compile_tree(raw / TREE, self._ending) and not self._stopping():
                 self.publish(key, raw / TREE, entry.pins, compiled=True, executable=entry.manifest["executable"], replacing=entry)
         except (*MACHINERY_ERRORS, Unkeepable) as exc:
             complain(f"{type(exc).__name__}: {exc}")
@@ -251,9 +256,11 @@ class BuildEnvs:
                 os.close(lock)
 
     def finish(self) -> None:
-        """Wait for the environments being compiled (the command's end: before the cache is trimmed)."""
-        while self._keeping:
-            self._keeping.pop().join()
+        """The command's end (before the cache is trimmed): give up the compiles still running, and wait
+        for their threads to clean up."""
+        self._ending.set()
+        while self._compiling:
+            self._compiling.pop().join()
 
     def publish(
         self, key: str, prefix: Path, pins: list[dict[str, str]], compiled: bool = False,

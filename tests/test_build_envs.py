@@ -21,7 +21,7 @@ from conftest import Process, Result, World
 from support.hooklog import read_hooks
 from support.index import IndexServer
 from support.output import masked
-from support.processes import Crew, install_args, wait_for, waiting_pids
+from support.processes import Crew, Gate, install_args, wait_for, waiting_pids
 from support.projects import make_project, make_sdist, make_wheel
 from support.versions import OLDEST_PIP
 
@@ -66,18 +66,27 @@ def _seen_by(world: World, project: str) -> set[str | None]:
     return {record["sees"][HELPER] for record in read_hooks(world.hook_log) if record["project"] == project}
 
 
-def test_two_builds_with_the_same_build_requirements_install_them_once(any_pip_world: World, site: Site) -> None:
+def test_two_builds_with_the_same_build_requirements_install_them_once(
+    any_pip_world: World, site: Site, crew: Crew, gate: Gate
+) -> None:
     world = any_pip_world
     first = _install(world, site, "one", "usera")
     [kept] = world.store.env_entries()  # kept as pip installed it: one build alone never waits for a compile
     assert kept.manifest["compiled"] is False and not list(kept.wheel.rglob("*.pyc"))
-    second = _install(world, site, "two", "userb")  # the first reuse compiles it, beside its build
+    # The first reuse compiles it beside its build: held at the gate until the compiled entry is in place.
+    cmd = world.pipguard_cmd(*install_args(world.venv("two-userb"), site.index.url, "userb"))
+    second_run = crew.start(cmd, "two", {**world.another_job("two"), **gate.env})
+    gate.wait_started(1, "userb's build", explain=second_run.stderr_so_far)
+    [compiled] = wait_for(lambda: [e for e in world.store.env_entries() if e.manifest["compiled"]], "the compiled entry")
+    gate.open()
+    second = second_run.wait()
+    assert second.returncode == 0, second.output
     assert site.downloads("1.0") == 1  # the second job's pip would have downloaded it again into its own cache
     assert _seen_by(world, "usera") == _seen_by(world, "userb") == {"1.0"}
-    [entry] = world.store.env_entries()
-    module = next(entry.wheel.rglob(f"{HELPER}/__init__.py"))
-    compiled = list((module.parent / "__pycache__").glob("__init__.*.pyc"))
-    assert len(compiled) == 1 and compiled[0].read_bytes()[8:12] == int(module.stat().st_mtime).to_bytes(4, "little")
+    assert world.store.env_entries() == [compiled]
+    module = next(compiled.wheel.rglob(f"{HELPER}/__init__.py"))
+    pycs = list((module.parent / "__pycache__").glob("__init__.*.pyc"))
+    assert len(pycs) == 1 and pycs[0].read_bytes()[8:12] == int(module.stat().st_mtime).to_bytes(4, "little")
     for result in (first, second):
         assert "Installing build dependencies: finished with status 'done'" in result.stdout
         assert result.stderr == ""

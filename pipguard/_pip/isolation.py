@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -169,18 +171,37 @@ def _not_kept(why: str) -> None:
     _warn_once(f"not keeping the build environment ({why})")
 
 
-def _precompile(tree: Path, lib_paths: list[str]) -> None:
+def _precompile(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
     """Compile a kept environment (pip installs build requirements with ``--no-compile``) at its first
     reuse (buildenv.py says why then): every build that copies it, and each of its hook interpreters,
     would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode
     checks its source's size and mtime, which the copies keep; the interpreter that compiles is the one
-    every build of this key runs."""
-    import compileall
+    every build of this key runs, isolated (``-I``: ``PYTHONPYCACHEPREFIX`` would put the bytecode
+    elsewhere). It runs at the lowest priority, on CPU the builds leave idle, and is given up (False)
+    when ``ending`` is set."""
+    directories = [str(tree / relative) for relative in lib_paths if (tree / relative).is_dir()]
+    if not directories:
+        return True
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", _COMPILE_PROGRAM, *directories],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        while proc.poll() is None:
+            if ending.wait(COMPILE_POLL_SECONDS):
+                proc.kill()
+                return False
+    finally:
+        proc.wait()
+    return proc.returncode == 0
 
-    for relative in lib_paths:
-        directory = tree / relative
-        if directory.is_dir():
-            compileall.compile_dir(directory, quiet=2, workers=1)
+
+# A module that does not compile (a vendored file for another Python) is skipped, as compileall skips it.
+_COMPILE_PROGRAM = (
+    "import os, sys\nos.nice(19)\nimport compileall\n"
+    "for directory in sys.argv[1:]:\n    compileall.compile_dir(directory, quiet=2, workers=1)\n"
+)
+COMPILE_POLL_SECONDS = 0.05
 
 
 def plan(installer: Any, requirements: list[str], prefix: Any, options: Values | None) -> Plan | None:
@@ -327,7 +348,7 @@ def _reuse(envs: BuildEnvs, planned: Plan, target: Path, lib_paths: list[str], k
         if not agreed:
             continue
         try:
-            copied = envs.use(entry, target, lambda tree: _precompile(tree, lib_paths), _not_kept)
+            copied = envs.use(entry, target, lambda tree, ending: _precompile(tree, lib_paths, ending), _not_kept)
         except MACHINERY_ERRORS as exc:
             _warn_once(f"not using kept build environments ({type(exc).__name__}: {exc})")
             return False

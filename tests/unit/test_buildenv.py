@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,12 @@ def _installed(prefix: Path, executable: str = sys.executable) -> Path:
     return prefix
 
 
-def _compile(tree: Path) -> None:
+def _compile(tree: Path, ending: threading.Event) -> bool:
     """What the seam's compile does to a kept tree, in small: bytecode beside the module."""
     cache = next(tree.rglob("helperpkg")) / "__pycache__"
     cache.mkdir()
     (cache / "__init__.pyc").write_bytes(b"bytecode")
+    return True
 
 
 def _use(envs: BuildEnvs, entry: EnvEntry, prefix: Path, complaints: list[str] | None = None) -> bool:
@@ -159,3 +161,22 @@ def test_an_entry_another_process_is_copying_is_not_replaced(
     [unchanged] = envs.candidates(key)
     assert not unchanged.compiled and complaints == []
     assert list(envs.store.tmp.iterdir()) == []  # its compiled copy is not left behind either
+
+
+def test_a_compile_still_running_at_the_commands_end_is_given_up(envs: BuildEnvs, key: str, tmp_path: Path) -> None:
+    """It runs on CPU the builds leave idle; a command does not wait for it: the entry stays as it was, for
+    a later reuse to compile, and nothing of the compile is left behind."""
+    envs.publish(key, _installed(tmp_path / "made"), PINS)
+    [entry] = envs.candidates(key)
+    started = threading.Event()
+
+    def slow(tree: Path, ending: threading.Event) -> bool:
+        started.set()
+        ending.wait(30)  # as the compile process is stopped once the command ends
+        return not ending.is_set()
+
+    assert envs.use(entry, tmp_path / "build", slow, [].append)
+    assert started.wait(10)
+    envs.finish()
+    [unchanged] = envs.candidates(key)
+    assert not unchanged.compiled and list(envs.store.tmp.iterdir()) == []
