@@ -239,6 +239,7 @@ class BuildEnvs:
         lock = -1
         try:
             lock = os.open(self.store.lock_path(f"{key}.compile"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, self.store.policy.file_mode)
+            self.store.policy.share(lock)  # a team's: any member may compile it next
             if not try_lock(lock, exclusive=True):
                 return  # another process compiles it
             raw = Path(tempfile.mkdtemp(prefix="env-compile-", dir=self.store.tmp))
