@@ -190,6 +190,7 @@ class BuildEnvs:
                 target=contextvars.copy_context().run,
                 args=(self._compile, entry, compile_tree, complain),
                 name="pipguard-compile-build-env",
+                daemon=True,  # an interrupted command must not wait for it at exit (its compile is stopped then)
             )
             thread.start()
             self._compiling.append(thread)

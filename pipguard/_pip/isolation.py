@@ -27,6 +27,7 @@ of the console and ``--log``: plain pip's parent never asks it about build requi
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -186,6 +187,10 @@ def _precompile(tree: Path, lib_paths: list[str], ending: threading.Event) -> bo
         [sys.executable, "-I", "-c", _COMPILE_PROGRAM, *directories],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    with _compiles_lock:
+        if not _compiles:
+            atexit.register(_stop_compiles)
+        _compiles.add(proc)
     try:
         while proc.poll() is None:
             if ending.wait(COMPILE_POLL_SECONDS):
@@ -193,7 +198,23 @@ def _precompile(tree: Path, lib_paths: list[str], ending: threading.Event) -> bo
                 return False
     finally:
         proc.wait()
+        with _compiles_lock:
+            _compiles.discard(proc)
     return proc.returncode == 0
+
+
+_compiles: set[subprocess.Popen[bytes]] = set()
+_compiles_lock = threading.Lock()
+
+
+def _stop_compiles() -> None:
+    """At exit (an interrupt, a stop: the command's end was never reached), no compile outlives pipguard."""
+    with _compiles_lock:
+        running = list(_compiles)
+    for proc in running:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait()
 
 
 # A module that does not compile (a vendored file for another Python) is skipped, as compileall skips it.
