@@ -39,6 +39,8 @@ from pipguard._pip.failure import stage_of
 from pipguard.errors import MACHINERY_ERRORS, BuildChildError, BuildFailed, BuildReport, BuildStopped
 from pipguard.flocks import keep_locked
 from pipguard.forkserver import RUN_AS_CHILD, ForkServer, Unavailable
+from pipguard.gate import VARIABLE as GATE_VARIABLE
+from pipguard.gate import Gate
 
 if TYPE_CHECKING:
     from pipguard.sandbox import Confined, Sandbox
@@ -55,10 +57,11 @@ def claim(work: Path) -> int:
 
 def build(
     target: str, name: str, cli_args: tuple[str, ...], work: Path, verbosity: int, tick: Callable[[], None],
-    sandbox: Sandbox | None = None, keep_envs: bool = False,
+    take_job: Callable[[], None], sandbox: Sandbox | None = None, keep_envs: bool = False,
 ) -> Path:
     """Build ``target`` (a path or URL) into ``work/wheel`` and return the one wheel it made (in a new
-    interpreter inside ``sandbox``, if given: a writer's, sandbox.py). ``keep_envs``: the user's command
+    interpreter inside ``sandbox``, if given: a writer's, sandbox.py). ``take_job`` takes the job the
+    build code runs in, when the child is about to run it (gate.py). ``keep_envs``: the user's command
     keeps what it builds (pip's cache is on), so the child uses and keeps isolated build environments too
     (the child itself always runs with ``--no-cache-dir``: its wheel goes to pipguard's cache only)."""
     out = work / "wheel"
@@ -79,7 +82,8 @@ def build(
     ]
     stdout_path, stderr_path = work / "build.out", work / "build.err"
     # At -v the user watches the build as with plain pip; otherwise it is replayed only if it fails.
-    code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick, sandbox, work, keep_envs)
+    gate = Gate(work, take_job)
+    code = _run(command, None if verbosity > 0 else (stdout_path, stderr_path), tick, gate, sandbox, work, keep_envs)
     if code == CHILD_STOPPED:
         raise BuildStopped(f"the build of {name} was stopped")
     if code == PIP_BUILD_FAILED:
@@ -99,8 +103,8 @@ STOP_SECONDS = 5.0
 
 
 def _run(
-    args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None], sandbox: Sandbox | None, work: Path,
-    keep_envs: bool,
+    args: list[str], sinks: tuple[Path, Path] | None, tick: Callable[[], None], gate: Gate, sandbox: Sandbox | None,
+    work: Path, keep_envs: bool,
 ) -> int:
     """Start the child, wait for it (calling ``tick`` meanwhile), return its exit code.
 
@@ -110,8 +114,8 @@ def _run(
     sys.stderr.flush()
     if sandbox is not None:  # never a fork: the child must hold nothing of this process's
         with sandbox.confine(work) as confined:
-            return confined.exit_code(_wait(_spawn(args, sinks, confined), tick))
-    return _wait(_spawn(args, sinks, keep_envs=keep_envs), tick)
+            return confined.exit_code(_wait(_spawn(args, sinks, gate, confined), tick, gate))
+    return _wait(_spawn(args, sinks, gate, keep_envs=keep_envs), tick, gate)
 
 
 # Runs pip's runner, or pipguard's (as ``pip --python`` does). Ctrl-C and SIGTERM unwind pip as in plain pip (its temp
@@ -129,17 +133,21 @@ _SPAWNED_CHILD = (
 
 
 def _spawn(
-    args: list[str], sinks: tuple[Path, Path] | None, confined: Confined | None = None, keep_envs: bool = False
+    args: list[str], sinks: tuple[Path, Path] | None, gate: Gate, confined: Confined | None = None,
+    keep_envs: bool = False,
 ) -> int:
     """A new interpreter running pip with ``args``; its pid.
 
     Through pipguard's runner, as a build child (only its build environments go through pipguard, so a
-    build requirement built from source is locked and cached as in any other build); inside ``confined``
-    (a writer's sandbox, which hides the cache), or where pipguard cannot hand its settings on, through
-    pip's own runner."""
+    build requirement built from source is locked and cached as in any other build), which stops at
+    ``gate`` before its build code; inside ``confined`` (a writer's sandbox, which hides the cache), or
+    where pipguard cannot hand its settings on, through pip's own runner, which has its job from the start."""
     runner, env, through_pipguard = _child_setup(confined, keep_envs)
+    gated = {GATE_VARIABLE: str(gate.path)} if through_pipguard else {}
+    if not through_pipguard:
+        gate.take_job_now()
     if through_pipguard and sinks is not None:
-        pid = _forked(runner, args, sinks, env)
+        pid = _forked(runner, args, sinks, env, gated)
         if pid is not None:
             return pid
     prefix = confined.prefix if confined else ()
@@ -150,7 +158,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=outputs[0],
             stderr=outputs[1],
-            env=env,
+            env={**env, **gated},
             pass_fds=confined.pass_fds if confined else (),
         )
     finally:
@@ -193,16 +201,19 @@ _server_lock = threading.Lock()
 _FORKED: dict[int, ForkServer] = {}
 
 
-def _forked(runner: str, args: list[str], sinks: tuple[Path, Path], env: dict[str, str]) -> int | None:
+def _forked(
+    runner: str, args: list[str], sinks: tuple[Path, Path], env: dict[str, str], own: dict[str, str]
+) -> int | None:
     """A child running pipguard's ``runner``, forked by this process's fork server (forkserver.py, started
-    with the first child, in its environment); None where it cannot (another environment, a server that
-    failed): the caller starts a new interpreter, as always. Only where the output goes to files: at
-    ``-v`` the child prints on pipguard's own terminal, which the server does not hold."""
+    with the first child, in its environment, to which the child adds ``own``); None where it cannot
+    (another environment, a server that failed): the caller starts a new interpreter, as always. Only where
+    the output goes to files: at ``-v`` the child prints on pipguard's own terminal, which the server does
+    not hold."""
     server = _server_for(runner, env)
     if server is None:
         return None
     try:
-        pid = server.spawn(args, str(sinks[0]), str(sinks[1]), env)
+        pid = server.spawn(args, str(sinks[0]), str(sinks[1]), env, own)
     except Unavailable:
         return None
     _FORKED[pid] = server
@@ -249,13 +260,14 @@ def _exit_code(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status)
 
 
-def _wait(pid: int, tick: Callable[[], None]) -> int:
+def _wait(pid: int, tick: Callable[[], None], gate: Gate) -> int:
     try:
         last_tick = time.monotonic()
         while True:
             code = _exit_code(pid)
             if code is not None:
                 return code
+            gate.poll()
             if time.monotonic() - last_tick >= TICK_SECONDS:
                 last_tick = time.monotonic()
                 tick()

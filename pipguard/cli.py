@@ -88,7 +88,9 @@ def run_here(args: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - no POSIX locks (fcntl), a dependency that does not run here...
         _warn(options, f"cannot load the build cache under {sys.executable} ({type(exc).__name__}: {exc}); running plain pip")
         return _pip.main(args)
-    return run_pip(args, CacheGuard, BUILD_ENVIRONMENT_PATCHES if settings.is_build_child() else PATCHES)
+    patches = BUILD_ENVIRONMENT_PATCHES if settings.is_build_child() else PATCHES
+    asks_help = any(arg in ("-h", "--help") for arg in rest)
+    return run_pip(args, CacheGuard, patches, opens_session=command != "uninstall" and not asks_help)
 
 
 def _warn(options: Values, message: str) -> None:

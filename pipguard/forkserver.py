@@ -14,7 +14,8 @@ its build threads, never forks. Its children are in pipguard's process group (Ct
 them; the server itself ignores it and ends when pipguard closes its pipe). It reports each child's pid,
 then its exit code, over a pipe: the child is its child, not pipguard's, so pipguard cannot wait for it.
 
-Protocol, one JSON line each way: ``{"args": [...], "stdout": PATH, "stderr": PATH}`` in, ``{"pid": N}``
+Protocol, one JSON line each way: ``{"args": [...], "stdout": PATH, "stderr": PATH, "env": {...}}`` in
+(``env``: what the child adds to the server's environment, its gate: gate.py), ``{"pid": N}``
 (or ``{"refused": WHY}``) back, and later ``{"exit": N, "code": C}`` for each child that ended.
 """
 
@@ -85,7 +86,8 @@ def answer(message):
     answers.write(json.dumps(message) + "\n")
     answers.flush()
 
-def child(args, out, err):
+def child(args, out, err, own):
+    os.environ.update(own)
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                             (2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
         opened = os.open(path, flags, 0o666)
@@ -110,7 +112,7 @@ while True:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)  # until the child's handlers are in place
         pid = os.fork()
         if pid == 0:
-            child(request["args"], request["stdout"], request["stderr"])
+            child(request["args"], request["stdout"], request["stderr"], request["env"])
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         children.add(pid)
         answer({"pid": pid})
@@ -162,8 +164,9 @@ class ForkServer:
             self._broken = self._broken or "the fork server ended"
             self._changed.notify_all()
 
-    def spawn(self, args: list[str], stdout: str, stderr: str, env: Mapping[str, str]) -> int:
-        """Fork a child running pipguard with ``args``, its output in the two files; its pid."""
+    def spawn(self, args: list[str], stdout: str, stderr: str, env: Mapping[str, str], own: Mapping[str, str]) -> int:
+        """Fork a child running pipguard with ``args``, its output in the two files, ``own`` added to its
+        environment; its pid."""
         if dict(env) != self.env:
             raise Unavailable("another environment")
         stdin = self._proc.stdin
@@ -173,7 +176,8 @@ class ForkServer:
                 if self._broken:
                     raise Unavailable(self._broken)
             try:
-                stdin.write((json.dumps({"args": args, "stdout": stdout, "stderr": stderr}) + "\n").encode())
+                request = {"args": args, "stdout": stdout, "stderr": stderr, "env": dict(own)}
+                stdin.write((json.dumps(request) + "\n").encode())
                 stdin.flush()
             except OSError as exc:
                 raise Unavailable(f"the fork server's pipe: {exc}") from None

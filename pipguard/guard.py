@@ -517,14 +517,22 @@ class CacheGuard:
         return plan
 
     def _build(self, plan: Plan, holding: locks.Holding) -> Path:
-        """Build in the child once the job budget has room (``queued`` in the record until then)."""
+        """Build in a child: it starts once there is a child's place and prepares (``preparing``), then
+        waits for a job before its build code runs (``queued``, then ``building``: jobs.py, gate.py)."""
+        size = _archive_size(plan.archive)
         holding.phase("queued")
-        with self.budget.slot(self.stopping.is_set, _archive_size(plan.archive)):
-            holding.phase("building")
-            self.store.building(plan.key)
-            return self._run_build(plan, holding)
+        with self.budget.child(self.stopping.is_set, size), contextlib.ExitStack() as job:
 
-    def _run_build(self, plan: Plan, holding: locks.Holding) -> Path:
+            def take_job() -> None:
+                holding.phase("queued")
+                job.enter_context(self.budget.slot(self.stopping.is_set, size))
+                holding.phase("building")
+                self.store.building(plan.key)
+
+            holding.phase("preparing")
+            return self._run_build(plan, holding, take_job)
+
+    def _run_build(self, plan: Plan, holding: locks.Holding, take_job: Callable[[], None]) -> Path:
         """Build in pipguard's child (builds ahead). Silent on stderr unless other processes waited for it,
         as a plain pip build is (a live row on a terminal, which leaves nothing behind)."""
         target = _build_target(plan.source, plan.archive)
@@ -550,7 +558,8 @@ class CacheGuard:
         outcome = f"building {holding.subject.what} failed"
         try:
             wheel = builder.build(  # type: ignore[arg-type]
-                target, name, options.child_args, plan.work, options.verbosity, tick, self._sandbox, options.cache_enabled
+                target, name, options.child_args, plan.work, options.verbosity, tick, take_job, self._sandbox,
+                options.cache_enabled,
             )
             tick()
             outcome = f"built {wheel.name} in {time.monotonic() - started:.1f}s"

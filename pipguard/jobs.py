@@ -1,9 +1,14 @@
 """The job budget: how many builds this process runs at once, and GNU make's share of them.
 
-Two limits, both taken around the build child only (never while waiting for another process's lock, so
-a thread that waits holds no job and no token):
+A build child first *prepares* (pip starts, unpacks the source, fetches and installs the build
+requirements: mostly waiting for the index, or for the process that installs a shared build environment)
+and then runs build code (the backend's hooks: the CPU). Jobs are for the second part: a child says when
+its build code is about to run (builder.py's gate) and waits there for a job, so a build that is only
+waiting for the network holds no job while another could compile. Limits, none of them taken while waiting
+for another process's lock (a thread that waits holds no job and no token):
 
-- ``PIPGUARD_JOBS`` builds at once in this process (default: the CPUs it may use), a semaphore;
+- ``PIPGUARD_JOBS`` builds running build code at once in this process (default: the CPUs it may use);
+- ``PREPARING_PER_JOB`` times as many children alive at once, preparing or building;
 - under ``make -jN`` with a jobserver in ``MAKEFLAGS``: one build at a time runs on the token make gave
   this job; every other build running beside it takes a token (one byte read from the jobserver) and
   writes the same byte back when it ends, also on a failure or Ctrl-C. So ``make -j8`` with several
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from pipguard.errors import BuildStopped
 
 POLL_SECONDS = 0.1
+PREPARING_PER_JOB = 2  # children alive per job: while some prepare, others build
 
 
 @dataclass(frozen=True)
@@ -125,30 +131,17 @@ class Jobserver:
                 os.close(fd)
 
 
-class Budget:
-    """The builds one process may run at once: ``PIPGUARD_JOBS``, and make's tokens beyond the first.
+class _Places:
+    """A number of places, handed out biggest first (see :class:`Budget`)."""
 
-    When builds wait for a job, the biggest goes first. Builds ahead are known side by side and every one
-    of them is needed, so what decides the command's end is the last build to finish: one big build
-    started last runs alone while the other CPUs idle (5 C sdists: msgpack, asked for last, ran 9 s
-    alone after the others). The size of a build is not known before it runs; the archive's size is
-    the measure at hand (a tree or a VCS checkout, whose size is not known, counts as the biggest: it
-    is usually the project being worked on). Builds of equal size go in the order they asked."""
-
-    def __init__(self, jobs: int, jobserver: Jobserver | None) -> None:
-        self.jobs = jobs
-        self.jobserver = jobserver
-        self._free = jobs
-        self._waiting: list[tuple[float, int]] = []  # (-size, arrival) of each build waiting for a job
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiting: list[tuple[float, int]] = []  # (-size, arrival) of each one waiting for a place
         self._arrivals = itertools.count()
         self._turn = threading.Condition()
-        self._implicit_free = True  # the token make gave this job: this process's first build runs on it
-        self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def slot(self, stopping: Callable[[], bool], size: int | None = None) -> Iterator[None]:
-        """Hold one job for a build of ``size`` bytes (None: unknown), and a make token if it is not this
-        process's only build; the biggest build waiting gets the next job (see the class)."""
+    def held(self, stopping: Callable[[], bool], size: int | None) -> Iterator[None]:
         me = (-math.inf if size is None else -float(size), next(self._arrivals))
         with self._turn:
             self._waiting.append(me)
@@ -162,12 +155,41 @@ class Budget:
                 self._turn.notify_all()
             self._free -= 1
         try:
-            with self._token(stopping):
-                yield
+            yield
         finally:
             with self._turn:
                 self._free += 1
                 self._turn.notify_all()
+
+
+class Budget:
+    """The builds one process may run at once: ``PIPGUARD_JOBS``, and make's tokens beyond the first.
+
+    When builds wait for a job (or a child's place), the biggest goes first. Builds ahead are known side by
+    side and every one of them is needed, so what decides the command's end is the last build to finish:
+    one big build started last runs alone while the other CPUs idle (5 C sdists: msgpack, asked for last,
+    ran 9 s alone after the others). The size of a build is not known before it runs; the archive's size
+    is the measure at hand (a tree or a VCS checkout, whose size is not known, counts as the biggest: it
+    is usually the project being worked on). Builds of equal size go in the order they asked."""
+
+    def __init__(self, jobs: int, jobserver: Jobserver | None) -> None:
+        self.jobs = jobs
+        self.jobserver = jobserver
+        self._jobs = _Places(jobs)
+        self._children = _Places(jobs * PREPARING_PER_JOB)
+        self._implicit_free = True  # the token make gave this job: this process's first build runs on it
+        self._lock = threading.Lock()
+
+    def child(self, stopping: Callable[[], bool], size: int | None = None) -> contextlib.AbstractContextManager[None]:
+        """Hold one child's place (it prepares without a job, then takes one with :meth:`slot`)."""
+        return self._children.held(stopping, size)
+
+    @contextlib.contextmanager
+    def slot(self, stopping: Callable[[], bool], size: int | None = None) -> Iterator[None]:
+        """Hold one job for a build of ``size`` bytes (None: unknown), and a make token if it is not this
+        process's only build; the biggest build waiting gets the next job (see the class)."""
+        with self._jobs.held(stopping, size), self._token(stopping):
+            yield
 
     @contextlib.contextmanager
     def _token(self, stopping: Callable[[], bool]) -> Iterator[None]:

@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 
 VARIABLE = "PIPGUARD_USER_AGENT"
 _worked_out: list[str] = []
+_working = threading.Lock()  # held while the header is worked out (early, in a thread, or when pip asks)
+_original: list[Callable[[], str]] = []
 
 
 def _inputs() -> list[str]:
@@ -26,18 +29,34 @@ def _inputs() -> list[str]:
 
 def user_agent(original: Callable[[], str]) -> Callable[[], str]:
     """The hook of pip's ``user_agent``: the parent's value where it fits this process, else pip's own."""
-    from pipguard import settings
+    _original[:] = [original]
 
     def agent() -> str:
+        return _value()
+
+    return agent
+
+
+def work_out_early() -> None:
+    """Start working the header out now, in a thread, for a command that will open a session: pip's probes
+    are processes (``lsb_release``, ``rustc``) that then run on another core while pip imports and parses
+    its command, and the session pip opens finds the header ready. The same function, in the same process
+    and environment: the same header."""
+    if _original and not _worked_out:
+        threading.Thread(target=_value, name="pipguard-user-agent", daemon=True).start()
+
+
+def _value() -> str:
+    from pipguard import settings
+
+    with _working:
         if not _worked_out:
             try:
                 inputs, value = json.loads(settings.variable(VARIABLE) or "null") or (None, None)
             except (ValueError, TypeError):
                 inputs, value = None, None
-            _worked_out.append(value if inputs == _inputs() and isinstance(value, str) else original())
+            _worked_out.append(value if inputs == _inputs() and isinstance(value, str) else _original[0]())
         return _worked_out[0]
-
-    return agent
 
 
 def handed() -> dict[str, str]:

@@ -266,10 +266,11 @@ def plan(installer: Any, requirements: list[str], prefix: Any, options: Values |
     return Plan(keys.build_env_key(material), requirements, finder)
 
 
-def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) -> list[dict[str, str]] | None:
+def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) -> list[dict[str, Any]] | None:
     """What pip installed in ``lib_dirs``, each distribution with the specifier that asked for it and the
     file the finder picks for that specifier; None unless that file is of the version installed, for every
-    one, and the installed distributions are exactly those the requirements reach."""
+    one, and the installed distributions are exactly those the requirements reach. ``newest``: the file is
+    also the finder's pick with no specifier at all (:func:`_newest`)."""
     reached = _reached(requirements, lib_dirs)
     if reached is None:
         return None
@@ -285,9 +286,22 @@ def pins(finder: PackageFinder, requirements: list[str], lib_dirs: list[str]) ->
                 "specifier": str(specifier),
                 "file": best.link.filename,
                 "link": link_identity(best.link),
+                "newest": _newest(finder, specifier, best),
             }
         )
     return found
+
+
+def _newest(finder: PackageFinder, specifier: Any, best: Any) -> bool:
+    """Whether ``best``, the finder's pick for ``specifier``, is also its pick with no specifier, as far as
+    that can be told without ranking every candidate again: ``specifier`` only sets lower bounds
+    (``>=``, ``>``) of final releases, and ``best`` is a final release, not yanked, and a wheel where the
+    finder prefers wheels. pip ranks candidates by allowed hash (none asked here), not yanked, wheel first
+    (only under ``--prefer-binary``), then version; every candidate the bounds leave out is of a lower
+    version, so it ranks below ``best``."""
+    bounded = all(spec.operator in (">=", ">") and not spec.prereleases for spec in specifier)
+    wheel_first = bool(finder.prefer_binary) and not best.link.is_wheel
+    return bounded and not best.version.is_prerelease and not best.link.is_yanked and not wheel_first
 
 
 def _reached(requirements: list[str], lib_dirs: list[str]) -> dict[str, tuple[Any, Any]] | None:
@@ -322,16 +336,32 @@ def fits(finder: PackageFinder, requirements: list[str], lib_dirs: list[str], en
     """Whether the environment in ``lib_dirs`` (the tree of ``entry``) is exactly what the second pip would
     install for ``requirements`` today: the finder picks, for each distribution the requirements reach
     there, the very file the entry holds, and nothing else is in it. An entry this command made answers
-    for itself where the requirements ask what it was made for: the finder gave those very answers in
-    this command (pip, too, asks the index once per run)."""
+    for itself where its answers settle the question (:func:`_answered`): the finder gave them in this
+    command (pip, too, asks the index once per run)."""
     held = entry.pins
     if entry.made_in_this_command:
         reached = _reached(requirements, lib_dirs)
-        asked = {pin["name"]: (pin["specifier"], pin["version"]) for pin in held}
-        if reached is not None and {name: (str(spec), str(version)) for name, (spec, version) in reached.items()} == asked:
+        by_name = {pin["name"]: pin for pin in held}
+        if (
+            reached is not None
+            and set(reached) == set(by_name)
+            and all(_answered(by_name[name], spec, version) for name, (spec, version) in reached.items())
+        ):
             return True
     found = pins(finder, requirements, lib_dirs)
     return found is not None and {(p["name"], p["link"]) for p in found} == {(p["name"], p["link"]) for p in held}
+
+
+def _answered(pin: dict[str, Any], specifier: Any, version: Any) -> bool:
+    """Whether the finder's answer recorded in ``pin`` is its answer for ``specifier`` too (in the command
+    that recorded it): the same question; or the pin is the newest file of all (``newest``), a final release
+    the specifier allows, and the specifier lets in no pre-release the question without one did not. The
+    finder ranks the same candidates either way, and a specifier only takes some away."""
+    if str(version) != pin["version"]:
+        return False
+    if str(specifier) == pin["specifier"]:
+        return True
+    return pin.get("newest") is True and not version.is_prerelease and not specifier.prereleases and specifier.contains(version)
 
 
 def link_identity(link: Link) -> str:

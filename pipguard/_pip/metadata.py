@@ -7,7 +7,8 @@ the metadata from the wheel instead, and pip's hook library does exactly that fo
 metadata hook: it builds the wheel, takes its ``.dist-info``, and leaves a marker beside it, so that the
 later ``build_wheel`` call copies that wheel instead of building it again. pipguard does the same for
 every backend, where pip will build what it prepares (``install`` that installs, ``wheel``): one backend
-import and one ``egg_info`` less per sdist, the same wheel.
+import and one ``egg_info`` less per sdist, the same wheel. pip's ``build_wheel`` step then copies that
+wheel here, as the hook library's script would (an interpreter started only to copy a file).
 
 Only where it cannot be seen: the hook's output is shown nowhere (pip shows it at ``-v`` and writes it to
 ``--log``; then pip runs its own two hooks). pip's own spinner line is shown for the step, as pip shows it.
@@ -34,6 +35,7 @@ from typing import Any
 from pipguard._pip import warm_hooks
 
 MESSAGE = "Preparing metadata (pyproject.toml)"
+_built: set[str] = set()  # the metadata directories whose wheel generate() built
 # Prints a recorded build's output and exits with its code: pip's runner then reports it as the build's.
 _REPLAY = "import sys; sys.stdout.write(open(sys.argv[1], encoding='utf-8').read()); sys.exit(int(sys.argv[2]))"
 
@@ -90,7 +92,9 @@ def generate(
         try:
             with backend.subprocess_runner(_quiet(spinner)):
                 wheel = backend.build_wheel(metadata_dir)
-            return os.path.join(metadata_dir, _take_metadata(metadata_dir, wheel, name))
+            distinfo = _take_metadata(metadata_dir, wheel, name)
+            _built.add(metadata_dir)
+            return os.path.join(metadata_dir, distinfo)
         except _Failed as exc:
             failure = exc
         except Exception:  # noqa: BLE001 - pip's own hook, run below, says what went wrong in its words
@@ -193,13 +197,42 @@ class _Replay:
 
 
 def build_wheel(original: Callable[..., str | None], failed: dict[str, FailedBuild]) -> Callable[..., str | None]:
-    """pip's ``build_wheel_pep517``; a build that failed while preparing metadata is shown, not run again."""
+    """pip's ``build_wheel_pep517``; a build that failed while preparing metadata is shown, not run again;
+    one that succeeded is copied as pip's hook library copies it (:func:`_copy_built`)."""
 
     def build_wheel_pep517(name: str, backend: Any, metadata_directory: str, wheel_directory: str) -> str | None:
         failure = failed.pop(metadata_directory, None)
         if failure is not None:
             backend = _Replay(failure, os.path.dirname(metadata_directory))
-        return original(name, backend, metadata_directory, wheel_directory)
+            return original(name, backend, metadata_directory, wheel_directory)
+        return _copy_built(name, metadata_directory, wheel_directory) or original(
+            name, backend, metadata_directory, wheel_directory
+        )
 
     return build_wheel_pep517
+
+
+def _copy_built(name: str, metadata_directory: str, wheel_directory: str) -> str | None:
+    """The wheel :func:`generate` built, copied into ``wheel_directory`` under pip's own spinner line for the
+    step; None where it did not build this one (pip's hook then runs). pip would start an interpreter
+    whose hook finds the marker beside the metadata and copies that one wheel, printing nothing: the same
+    copy, the same line, without the interpreter."""
+    import logging
+    import shutil
+
+    from pip._internal.cli.spinners import open_spinner
+
+    parent = os.path.dirname(metadata_directory)
+    if parent not in _built or not os.path.isfile(os.path.join(parent, marker() or "")):
+        return None
+    wheels = [entry for entry in os.listdir(parent) if entry.endswith(".whl")]
+    if len(wheels) != 1:
+        return None  # the hook's own words for this ("Found multiple .whl files")
+    logging.getLogger("pip._internal.operations.build.wheel").debug("Destination directory: %s", wheel_directory)
+    try:
+        with open_spinner(f"Building wheel for {name} (pyproject.toml)"):
+            shutil.copy2(os.path.join(parent, wheels[0]), wheel_directory)
+    except OSError:
+        return None
+    return os.path.join(wheel_directory, wheels[0])
 

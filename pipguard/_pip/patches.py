@@ -48,6 +48,8 @@ The patch points, all in pip's install and wheel commands and their resolver:
   requirements (warm_hooks.py).
 - ``network.session.user_agent``: worked out once per command, and handed to pipguard's children of the
   same interpreter, which send the very same header (agent.py).
+- ``pyproject_hooks.BuildBackendHookCaller._call_hook`` (pip's vendored hook library, every hook goes
+  through it): in a build child, the first hook waits for the job its parent takes for it (gate.py).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from optparse import Values
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pipguard import display
+from pipguard import display, gate
 from pipguard._pip import agent, build_deps, describe, failure, isolation, metadata, replay, warm_hooks
 from pipguard.ahead import Ahead
 from pipguard.errors import (
@@ -598,6 +600,14 @@ def _user_agent(original: Callable[[], str], seam: Seam) -> Callable[[], str]:
     return agent.user_agent(original)
 
 
+def _call_hook(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
+    def call_hook(self: Any, hook_name: str, kwargs: Any) -> Any:
+        gate.wait_for_turn()  # a build child's first hook waits for its parent's job (gate.py)
+        return original(self, hook_name, kwargs)
+
+    return call_hook
+
+
 def _build_wheel_pep517(original: Callable[..., str | None], seam: Seam) -> Callable[..., str | None]:
     return metadata.build_wheel(original, seam.failed_builds)
 
@@ -662,6 +672,7 @@ BUILD_ENVIRONMENT_PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "distributions.sdist:runner_with_spinner_message", _hook_runner),
     Patch(_INTERNAL + "wheel_builder:build_wheel_pep517", _build_wheel_pep517),
     Patch(_INTERNAL + "network.session:user_agent", _user_agent),
+    Patch("pip._vendor.pyproject_hooks._impl:BuildBackendHookCaller._call_hook", _call_hook),
 )
 PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "commands.install:InstallCommand.run", _command_run("install")),
@@ -707,9 +718,13 @@ def attach(make_guard: Callable[[], Guard], patches: tuple[Patch, ...] = PATCHES
     return detach
 
 
-def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None, patches: tuple[Patch, ...] = PATCHES) -> int:
+def run_pip(
+    args: list[str], make_guard: Callable[[], Guard] | None = None, patches: tuple[Patch, ...] = PATCHES,
+    opens_session: bool = False,
+) -> int:
     """pip's main in this process; with ``make_guard``, install and wheel go through the seam (its
-    ``patches``)."""
+    ``patches``). ``opens_session``: the command talks to the index (install, wheel), so pip's header is
+    worked out meanwhile (agent.py)."""
     from pipguard._pip import main
 
     if make_guard is not None:
@@ -717,6 +732,9 @@ def run_pip(args: list[str], make_guard: Callable[[], Guard] | None = None, patc
             attach(make_guard, patches)
         except (SeamUnavailable, ImportError) as exc:
             display.warn(f"running plain pip: {exc}")
+        else:
+            if opens_session:
+                agent.work_out_early()
     return main(args)
 
 

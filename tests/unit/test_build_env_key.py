@@ -163,8 +163,9 @@ def test_an_environment_made_in_this_command_answers_for_the_questions_it_was_ma
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Within one command the finder's answers stand, as they do in one pip process (it reads each page
-    once): a release uploaded meanwhile is seen by the next command. A question the entry was not made
-    for (another specifier) is the finder's."""
+    once): a release uploaded meanwhile is seen by the next command. Another specifier is answered by the
+    entry where the newest file of all is what it picks (a specifier only takes candidates away); one
+    that excludes it, or lets in pre-releases, is the finder's."""
     links = tmp_path / "links"
     make_wheel(links, "helperpkg", "1.0")
     prefix = [str(_installed(tmp_path / "prefix", "helperpkg", "1.0"))]
@@ -174,8 +175,15 @@ def test_an_environment_made_in_this_command_answers_for_the_questions_it_was_ma
     this_command = _entry(pins, settings.command_id())
     assert isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, this_command)
     assert not isolation.fits(_links_finder(links, monkeypatch), REQUIREMENTS, prefix, _entry(pins))
-    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=0.5"], prefix, this_command)
-    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1", "otherpkg"], prefix, this_command)
+    assert pins[0]["newest"] is True
+    assert isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=0.5"], prefix, this_command)
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=0.5", "otherpkg"], prefix, this_command)
+    make_wheel(links, "helperpkg", "0.9")
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg<1"], prefix, this_command)
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1.0rc1"], prefix, this_command)  # 2.0 then
+    older = isolation.pins(_links_finder(links, monkeypatch), ["helperpkg<2"], prefix)
+    assert older is not None and older[0]["newest"] is False  # 1.0 is the pick for <2 only, not of all
+    assert not isolation.fits(_links_finder(links, monkeypatch), ["helperpkg>=1"], prefix, _entry(older, settings.command_id()))
 
 
 def _links_finder(links: Path, monkeypatch: pytest.MonkeyPatch) -> PackageFinder:

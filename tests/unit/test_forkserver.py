@@ -42,17 +42,25 @@ def _exit_code(server: ForkServer, pid: int) -> int | None:
 
 def test_a_child_runs_run_here_with_its_args_its_files_and_the_servers_environment(server: ForkServer, tmp_path: Path) -> None:
     out, err = tmp_path / "out", tmp_path / "err"
-    pid = server.spawn(["3", "x"], str(out), str(err), server.env)
+    pid = server.spawn(["3", "x"], str(out), str(err), server.env, {})
     assert _exit_code(server, pid) == 3
     assert out.read_text() == "args: 3 x stdin: '' env: yes\n"
     assert err.read_text() == "to stderr\n"
 
 
+def test_a_child_gets_its_own_variables_on_top_of_the_servers_and_the_next_does_not(server: ForkServer, tmp_path: Path) -> None:
+    own = server.spawn(["0"], str(tmp_path / "own.out"), str(tmp_path / "own.err"), server.env, {"FORK_TEST": "mine"})
+    plain = server.spawn(["0"], str(tmp_path / "plain.out"), str(tmp_path / "plain.err"), server.env, {})
+    assert _exit_code(server, own) == 0 and _exit_code(server, plain) == 0
+    assert (tmp_path / "own.out").read_text().endswith("env: mine\n")
+    assert (tmp_path / "plain.out").read_text().endswith("env: yes\n")
+
+
 def test_children_run_side_by_side_and_each_reports_its_own_exit(server: ForkServer, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    waiting = server.spawn(["wait", str(fifo)], str(tmp_path / "w.out"), str(tmp_path / "w.err"), server.env)
-    quick = server.spawn(["0"], str(tmp_path / "q.out"), str(tmp_path / "q.err"), server.env)
+    waiting = server.spawn(["wait", str(fifo)], str(tmp_path / "w.out"), str(tmp_path / "w.err"), server.env, {})
+    quick = server.spawn(["0"], str(tmp_path / "q.out"), str(tmp_path / "q.err"), server.env, {})
     assert _exit_code(server, quick) == 0
     assert server.poll(waiting) is None  # still blocked on the fifo
     with open(fifo, "w") as writer:
@@ -63,14 +71,14 @@ def test_children_run_side_by_side_and_each_reports_its_own_exit(server: ForkSer
 def test_sigterm_to_a_child_ends_it_with_the_stopped_code(server: ForkServer, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    pid = server.spawn(["wait", str(fifo)], str(tmp_path / "out"), str(tmp_path / "err"), server.env)
+    pid = server.spawn(["wait", str(fifo)], str(tmp_path / "out"), str(tmp_path / "err"), server.env, {})
     os.kill(pid, signal.SIGTERM)
     assert _exit_code(server, pid) == STOPPED
 
 
 def test_another_environment_is_refused(server: ForkServer, tmp_path: Path) -> None:
     with pytest.raises(Unavailable):
-        server.spawn(["0"], str(tmp_path / "out"), str(tmp_path / "err"), {**server.env, "FORK_TEST": "no"})
+        server.spawn(["0"], str(tmp_path / "out"), str(tmp_path / "err"), {**server.env, "FORK_TEST": "no"}, {})
 
 
 def test_a_server_that_cannot_start_refuses_every_child(tmp_path: Path) -> None:
@@ -79,6 +87,6 @@ def test_a_server_that_cannot_start_refuses_every_child(tmp_path: Path) -> None:
     broken = ForkServer(sys.executable, str(runner), dict(os.environ), STOPPED)
     try:
         with pytest.raises(Unavailable):
-            broken.spawn(["0"], str(tmp_path / "out"), str(tmp_path / "err"), broken.env)
+            broken.spawn(["0"], str(tmp_path / "out"), str(tmp_path / "err"), broken.env, {})
     finally:
         broken.close()

@@ -3,6 +3,7 @@ filelock behaviour that lets threads of one process exclude each other on one ke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -153,9 +154,9 @@ def test_when_jobs_are_scarce_the_biggest_build_waiting_goes_next() -> None:
             threads.append(threading.Thread(target=build))
             threads[-1].start()
             deadline = time.monotonic() + 10
-            while len(budget._waiting) < len(threads) and time.monotonic() < deadline:
+            while len(budget._jobs._waiting) < len(threads) and time.monotonic() < deadline:
                 time.sleep(0.005)  # until this build is in the queue: arrival order is part of the test
-        assert len(budget._waiting) == 5
+        assert len(budget._jobs._waiting) == 5
     for thread in threads:
         thread.join(timeout=10)
     assert order == ["tree", "big", "big again", "middle", "small"]
@@ -215,3 +216,28 @@ def test_two_threads_locking_one_path_exclude_each_other(tmp_path: Path) -> None
     first_released.set()
     thread.join(timeout=10)
     assert seen == ["excluded", "acquired after release"]
+
+
+def test_children_prepare_beside_the_jobs_and_twice_as_many_are_alive() -> None:
+    """A child's place is not a job: with both jobs taken, children still start (to prepare), up to
+    PREPARING_PER_JOB per job; the next waits for a place, biggest first as jobs are."""
+    budget = jobs.Budget(2, None)
+    stop = threading.Event()
+    with budget.slot(stop.is_set), budget.slot(stop.is_set), contextlib.ExitStack() as places:
+        for _ in range(2 * jobs.PREPARING_PER_JOB):
+            places.enter_context(budget.child(stop.is_set))
+        started = threading.Event()
+
+        def one_more() -> None:
+            try:
+                with budget.child(stop.is_set):
+                    started.set()
+            except BuildStopped:
+                pass
+
+        thread = threading.Thread(target=one_more)
+        thread.start()
+        assert not started.wait(0.3)  # every place is taken
+        places.close()
+        thread.join(timeout=10)
+        assert started.is_set()

@@ -1,0 +1,102 @@
+"""The gate of a build child: it prepares without a job, and waits for one before its build code runs.
+
+A build child (builder.py) spends its first second or more preparing: pip starts, unpacks the source,
+asks the index for the build requirements and installs them, or waits for the process that installs a
+shared build environment (buildenv.py). Little of that is CPU. The backend's hooks are, and they are what
+the job budget (jobs.py) is for. So the parent starts a child without a job, and the child stops at a
+gate right before its first hook: the parent sees it waiting there, takes a job for it (waiting for one
+if need be, biggest build first), and opens the gate.
+
+The gate is a FIFO in the build's work directory, named to the child in ``PIPGUARD_GATE``. The child
+opens it for reading, without blocking, and waits for a byte; the parent learns that the child waits when
+its own non-blocking open for writing succeeds (it fails with ``ENXIO`` while no reader has it open), and
+opens the gate by writing one byte. A parent that is gone opens it too: its end of the FIFO closes (the
+child reads end of file), or, if it never opened it, the child sees its pid gone. A child whose parent
+cannot gate it (a writer's sandbox runs pip's own runner, which has no gate) gets its job before it starts.
+
+What is gated is the build of the source the child was started for: a build requirement the child's pip
+builds from source (build_deps.py) runs in a pipguard process of its own, under that process's budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+from collections.abc import Callable
+from pathlib import Path
+
+from pipguard import settings
+
+VARIABLE = "PIPGUARD_GATE"
+FIFO_NAME = "gate"
+CHECK_PARENT_SECONDS = 1.0
+
+_passed: list[bool] = []  # this child passed its gate (later hooks run at once)
+
+
+class Gate:
+    """The parent's side: made before the child starts, polled while the parent waits for it."""
+
+    def __init__(self, work: Path, take_job: Callable[[], None]) -> None:
+        self.path = work / FIFO_NAME
+        os.mkfifo(self.path, 0o600)
+        self._take_job = take_job
+        self.open = False
+
+    def poll(self) -> None:
+        """If the child waits at the gate: take a job for it (this may wait) and let it through."""
+        if self.open:
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # nobody reads it yet: the child is still preparing
+            raise
+        try:
+            self._take_job()
+            self.open = True
+            with contextlib.suppress(BrokenPipeError):  # the child ended meanwhile: its exit says the rest
+                os.write(fd, b"1")
+        finally:
+            os.close(fd)
+
+    def take_job_now(self) -> None:
+        """For a child that will not stop at the gate: its job before it starts."""
+        self._take_job()
+        self.open = True
+
+
+def wait_for_turn() -> None:
+    """The child's side, before each backend hook: the first waits until the parent opens the gate."""
+    path = settings.variable(VARIABLE)
+    if _passed or not path:
+        return
+    _passed.append(True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # no gate after all (its work directory is gone: the parent is, too)
+    try:
+        while not select.select([fd], [], [], CHECK_PARENT_SECONDS)[0]:
+            if not _parent_alive():
+                return
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 1)
+    finally:
+        os.close(fd)
+
+
+def _parent_alive() -> bool:
+    parents = settings.parents()
+    if not parents:
+        return False
+    try:
+        os.kill(parents[-1], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
