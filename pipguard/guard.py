@@ -517,14 +517,15 @@ class CacheGuard:
         return plan
 
     def _build(self, plan: Plan, holding: locks.Holding) -> Path:
-        """Build in a child: it starts once there is a child's place and prepares (``preparing``), then
-        waits for a job before its build code runs (``queued``, then ``building``: jobs.py, gate.py)."""
+        """Build in a child: it starts once there is a child's place (``queued`` until then) and prepares
+        (``preparing``), then waits for a job before its build code runs (``waiting for a job``, then
+        ``building``: jobs.py, gate.py)."""
         size = _archive_size(plan.archive)
         holding.phase("queued")
         with self.budget.child(self.stopping.is_set, size), contextlib.ExitStack() as job:
 
             def take_job() -> None:
-                holding.phase("queued")
+                holding.phase("waiting for a job")
                 job.enter_context(self.budget.slot(self.stopping.is_set, size))
                 holding.phase("building")
                 self.store.building(plan.key)

@@ -45,7 +45,8 @@ class Participant:
     host: str
     command: str
     since: str  # ISO-8601
-    phase: str  # holder: downloading, building, publishing, installing; waiter: waiting
+    # holder: downloading, queued, preparing, waiting for a job, building, publishing, installing; waiter: waiting
+    phase: str
     # The environment the process installs into (its sys.prefix, under the runner the target's): many
     # command lines read alike (``pip install x`` with $VIRTUAL_ENV), their environments do not.
     target: str = ""

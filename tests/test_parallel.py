@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Dists, Result, World
 from support.hooklog import build_intervals, most_at_once
-from support.processes import Crew, Gate, install_args, parent_pid, pid_alive, record_pids, wait_for
+from support.processes import Crew, Gate, install_args, parent_pid, pid_alive, record_pids, status, wait_for
 from support.projects import make_project, make_sdist
 from support.terminal import on_terminal
 
@@ -80,6 +80,31 @@ def test_jobs_one_builds_one_at_a_time(world: World, cpu_links: Path) -> None:
     assert result.returncode == 0, result.output
     intervals = build_intervals(world.hook_log)
     assert len(intervals) == 4 and most_at_once(intervals) == 1
+
+
+def test_while_the_jobs_build_the_next_build_prepares_and_waits_for_a_job_before_its_backend(
+    world: World, crew: Crew, gate: Gate, cpu_links: Path
+) -> None:
+    """PIPGUARD_JOBS=2, three builds ahead: while two hold the jobs (their backends held at the gate), the
+    third's child starts and prepares (unpacks, makes its build environment) without a job, then waits
+    for one at its gate with its backend not started; no more than two backends ever run at once."""
+    venv = world.venv("v")
+    names = ("cpua", "cpub", "cpuc")
+    proc = crew.start(_install(world, venv, cpu_links, *_pinned(*names)), "install", {**gate.env, "PIPGUARD_JOBS": "2"})
+    gate.wait_started(2, "two builds held at the gate", explain=proc.stderr_so_far)
+
+    def phases() -> list[str]:
+        return sorted(lock["holder"]["phase"] for lock in status(world)["locks"] if lock["holder"])
+
+    wait_for(lambda: phases() == ["building", "building", "waiting for a job"], "the third build prepared, waiting for a job",
+             explain=lambda: f"{phases()}\n{proc.stderr_so_far()}")
+    assert len(gate.started()) == 2  # the waiting build's backend has not run
+    gate.open()
+    result = proc.wait()
+    assert result.returncode == 0, result.output
+    assert most_at_once(build_intervals(world.hook_log)) == 2
+    _assert_each_built_once_and_imports(world, [venv], names)
+    assert result.stderr == ""
 
 
 def test_an_invalid_jobs_value_warns_once_and_builds_anyway(world: World, cpu_links: Path) -> None:
