@@ -1,5 +1,5 @@
 """``python -m pipguard``: the same as the ``pipguard`` command."""
 
-from pipguard.cli import main
+from pipguard.cli import console
 
-raise SystemExit(main())
+console()

@@ -49,7 +49,7 @@ if sys.version_info < (3, 10) and not _SERVED:  # noqa: UP036 - the target may b
     _plain_pip()
 
 try:
-    from pipguard.cli import run_here
+    from pipguard.cli import exit_now, run_here
 except Exception as exc:  # noqa: BLE001 - pipguard cannot run here; plain pip still can
     if _SERVED:
         raise
@@ -61,4 +61,4 @@ except Exception as exc:  # noqa: BLE001 - pipguard cannot run here; plain pip s
 # its own runner. Records take the command line from PIPGUARD_ARGV instead.
 if not _SERVED:
     sys.argv[0] = "__main__.py"
-    sys.exit(run_here(sys.argv[1:]))
+    exit_now(run_here(sys.argv[1:]))
