@@ -12,9 +12,10 @@ version) stays in the cache and is never installed.
 Each build runs in a thread of this process, in a copy of the command's context (the output channel
 lives in a ContextVar), and starts its build child from there: a new interpreter, since a fork of a
 process with other threads alive is not safe (builder.py says why). The job budget (jobs.py) bounds how
-many children run at once and hands the next job to the biggest build waiting (the last build to end
-decides when the command does); threads beyond it wait for a job, holding their build lock but no job
-and no token.
+many children are alive and how many run build code at once (a child prepares without a job, then waits
+for one at its gate: gate.py), and hands the next place to the biggest build waiting (the last build to
+end decides when the command does); threads beyond it wait, holding their build lock but no job and no
+token.
 
 The command's end: on success, builds still running are waited for (their wheels go into the cache for a
 later install; none is installed now), and builds not started yet are dropped (pip did not need them).

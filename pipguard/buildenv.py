@@ -14,7 +14,8 @@ pip installs build requirements without compiling them, and the kept entry start
 single build would wait for a compile it never uses (setuptools: 1 s of CPU against the 0.3 s its two
 hook interpreters save). The first build that *reuses* an entry compiles it, in a thread while that
 build goes on (:meth:`BuildEnvs.use`), and replaces it with the compiled one; no build ever waits for
-that, and every build after it imports compiled modules.
+that, and every build after it imports compiled modules. A build child hands the compile to its parent
+(gate.py), whose command outlives it; the parent starts it only while a job is free (guard.py).
 
 Which entry fits is decided in two steps (the pip side is ``_pip/isolation.py``). The key
 (``keys.build_env_key``) is what pip's install is given: the requirements' names, the finder's options,
@@ -38,6 +39,7 @@ as plain pip would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import datetime
@@ -46,6 +48,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipguard import keys, locks, settings, trust
+from pipguard import gate, keys, locks, settings, trust
 from pipguard.discard import discard
 from pipguard.flocks import try_lock
 from pipguard.errors import MACHINERY_ERRORS, BuildStopped, UntrustedCache
@@ -66,11 +69,13 @@ from pipguard.store import MANIFEST, MANIFEST_LIMIT, Store
 CHUNK = 1 << 20
 SWAP_SECONDS = 2.0  # how long a compiled copy waits for the copies of the entry it replaces to end
 SWAP_POLL_SECONDS = 0.02
+COMPILE_REQUEST = "compile.json"  # a build child's compile, handed to its parent (gate.py)
 SHEBANG_HEAD = 1024  # a script's interpreter is named in its first line (or the second, pip's /bin/sh form)
 
 
-# Compiles a kept tree; False if it gave up because the event was set (nothing half-compiled is kept).
-Compiler = Callable[[Path, threading.Event], bool]
+# Compiles a kept tree's library directories; False if it gave up because the event was set (nothing
+# half-compiled is kept).
+Compiler = Callable[[Path, list[str], threading.Event], bool]
 
 
 class Unkeepable(Exception):
@@ -121,6 +126,7 @@ class BuildEnvs:
         self._awaited = awaited  # another process waits for a build this one holds: never wait then
         self._compiling: list[threading.Thread] = []  # entries being compiled in the background (use)
         self._ending = threading.Event()  # the command ends: a compile still running is given up
+        self.compile_tree: Compiler = compile_tree
 
     @property
     def read_only(self) -> bool:
@@ -162,17 +168,18 @@ class BuildEnvs:
             self._set_aside(directory, f"{type(exc).__name__}: {exc}")
             return None
 
-    def use(self, entry: EnvEntry, prefix: Path, compile_tree: Compiler, complain: Callable[[str], None]) -> bool:
+    def use(self, entry: EnvEntry, prefix: Path, lib_paths: list[str], complain: Callable[[str], None]) -> bool:
         """Copy ``entry`` into ``prefix`` (which must not exist yet); False, with nothing left at ``prefix``,
         if the entry was removed meanwhile or is damaged (then it is set aside). An entry not compiled yet
-        is compiled (``compile_tree``, with CPU no build wants) and replaced in a thread, off the build's
-        way; what fails there goes to ``complain``."""
+        has its ``lib_paths`` compiled (with CPU no build wants) and is replaced, in a thread, off the
+        build's way (:meth:`compile`); a build child hands that to its parent instead, whose command
+        outlives it (gate.py); what fails there goes to ``complain``."""
         with self.store.pinned(entry.directory) as there:
             if not there:
                 replaced = self._read(entry.directory, entry.manifest["key"])  # by its compiled copy, meanwhile
                 if replaced is None or replaced[1].pins != entry.pins or not replaced[1].compiled:
                     return False
-                return self.use(replaced[1], prefix, compile_tree, complain)
+                return self.use(replaced[1], prefix, lib_paths, complain)
             try:
                 digest = _copy_tree(entry.directory / TREE, prefix, self.store.policy, _shebang_fix(entry.manifest))
                 if digest != entry.manifest["tree_sha256"]:
@@ -186,15 +193,36 @@ class BuildEnvs:
             with contextlib.suppress(OSError):
                 os.utime(entry.directory / MANIFEST, follow_symlinks=False)  # last use, for the size cap
         if not entry.compiled and not self.read_only and not self._stopping():
-            thread = threading.Thread(
-                target=contextvars.copy_context().run,
-                args=(self._compile, entry, compile_tree, complain),
-                name="pipguard-compile-build-env",
-                daemon=True,  # an interrupted command must not wait for it at exit (its compile is stopped then)
-            )
-            thread.start()
-            self._compiling.append(thread)
+            request = {"directory": str(entry.directory), "key": entry.manifest["key"], "lib_paths": lib_paths}
+            if not gate.hand_back(COMPILE_REQUEST, request):
+                self.compile(entry, lib_paths, complain)
         return True
+
+    def compile(self, entry: EnvEntry, lib_paths: list[str], complain: Callable[[str], None]) -> None:
+        """Compile ``entry`` in a thread and put the compiled copy in its place (see :meth:`use`)."""
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._compile, entry, lib_paths, complain),
+            name="pipguard-compile-build-env",
+            daemon=True,  # an interrupted command must not wait for it at exit (its compile is stopped then)
+        )
+        thread.start()
+        self._compiling.append(thread)
+
+    def compile_handed_back(self, work: Path, complain: Callable[[str], None]) -> None:
+        """The compile a build child handed back in ``work`` (:meth:`use`), if the entry still needs it."""
+        request = gate.handed_back(work, COMPILE_REQUEST)
+        if not isinstance(request, dict) or self.read_only or self._stopping():
+            return
+        try:
+            directory, key, lib_paths = Path(request["directory"]), str(request["key"]), list(request["lib_paths"])
+            if directory.parent != self.key_dir(key) or not all(isinstance(path, str) for path in lib_paths):
+                return  # not an entry of this cache
+        except (KeyError, TypeError, ValueError):
+            return
+        read = self._read(directory, key)
+        if read is not None and not read[1].compiled:
+            self.compile(read[1], lib_paths, complain)
 
     # --- the lock --------------------------------------------------------------------------------
 
@@ -231,7 +259,7 @@ class BuildEnvs:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def _compile(self, entry: EnvEntry, compile_tree: Compiler, complain: Callable[[str], None]) -> None:
+    def _compile(self, entry: EnvEntry, lib_paths: list[str], complain: Callable[[str], None]) -> None:
         """Compile a copy of ``entry`` and put it in the entry's place; one process at a time does this for
         an entry (the others go on with it as it is), and it gives up rather than wait for anyone, the
         command's end included: the entry stays as it is, and a later reuse compiles it."""
@@ -247,7 +275,7 @@ class BuildEnvs:
             with self.store.pinned(entry.directory) as there:
                 if not there or _copy_tree(entry.directory / TREE, raw / TREE, self.store.policy, None) != entry.manifest["tree_sha256"]:
                     return  # gone, or replaced meanwhile (use() sets a damaged one aside)
-            if compile_tree(raw / TREE, self._ending) and not self._stopping():
+            if self.compile_tree(raw / TREE, lib_paths, self._ending) and not self._stopping():
                 self.publish(key, raw / TREE, entry.pins, compiled=True, executable=entry.manifest["executable"], replacing=entry)
         except (*MACHINERY_ERRORS, Unkeepable) as exc:
             complain(f"{type(exc).__name__}: {exc}")
@@ -465,3 +493,59 @@ def _copy_file(
         os.utime(out, ns=(info.st_atime_ns, info.st_mtime_ns))
     finally:
         os.close(out)
+
+
+# --- compiling a kept tree ------------------------------------------------------------------------
+
+
+def compile_tree(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
+    """Compile a kept environment's ``lib_paths`` (pip installs build requirements with ``--no-compile``)
+    at its first reuse (the module says why then): every build that copies it, and each of its hook interpreters,
+    would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode
+    checks its source's size and mtime, which the copies keep; the interpreter that compiles is the one
+    every build of this key runs, isolated (``-I``: ``PYTHONPYCACHEPREFIX`` would put the bytecode
+    elsewhere). It runs at the lowest priority, on CPU the builds leave idle, and is given up (False)
+    when ``ending`` is set."""
+    directories = [str(tree / relative) for relative in lib_paths if (tree / relative).is_dir()]
+    if not directories:
+        return True
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", _COMPILE_PROGRAM, *directories],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    with _compiles_lock:
+        if not _compiles:
+            atexit.register(_stop_compiles)
+        _compiles.add(proc)
+    try:
+        while proc.poll() is None:
+            if ending.wait(COMPILE_POLL_SECONDS):
+                proc.kill()
+                return False
+    finally:
+        proc.wait()
+        with _compiles_lock:
+            _compiles.discard(proc)
+    return proc.returncode == 0
+
+
+_compiles: set[subprocess.Popen[bytes]] = set()
+_compiles_lock = threading.Lock()
+
+
+def _stop_compiles() -> None:
+    """At exit (an interrupt, a stop: the command's end was never reached), no compile outlives pipguard."""
+    with _compiles_lock:
+        running = list(_compiles)
+    for proc in running:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait()
+
+
+# A module that does not compile (a vendored file for another Python) is skipped, as compileall skips it.
+_COMPILE_PROGRAM = (
+    "import os, sys\nos.nice(19)\nimport compileall\n"
+    "for directory in sys.argv[1:]:\n    compileall.compile_dir(directory, quiet=2, workers=1)\n"
+)
+COMPILE_POLL_SECONDS = 0.05

@@ -13,7 +13,8 @@ never a fork of pipguard's process: a fork of a process with other threads alive
 per-module locks are not re-initialised; seen: a build child of a four-build install hung in
 ``import_ensure_initialized``). It is forked instead by a single-threaded fork server with pip imported
 already (forkserver.py), where its output goes to files; else, and on a writer (inside bubblewrap), it is
-a new interpreter.
+a new interpreter. A child started through pipguard's runner stops before its first backend hook until
+its parent has a job for it (gate.py): it prepares without one.
 
 Its exit code tells whose failure it is: 1 is pip's "the build failed" (the backend, or pip around it:
 plain pip would have failed the same way), reported as pip reports it and never retried in this run;
@@ -57,11 +58,11 @@ def claim(work: Path) -> int:
 
 def build(
     target: str, name: str, cli_args: tuple[str, ...], work: Path, verbosity: int, tick: Callable[[], None],
-    take_job: Callable[[], None], sandbox: Sandbox | None = None, keep_envs: bool = False,
+    take_job: Callable[[int | None], None], sandbox: Sandbox | None = None, keep_envs: bool = False,
 ) -> Path:
     """Build ``target`` (a path or URL) into ``work/wheel`` and return the one wheel it made (in a new
     interpreter inside ``sandbox``, if given: a writer's, sandbox.py). ``take_job`` takes the job the
-    build code runs in, when the child is about to run it (gate.py). ``keep_envs``: the user's command
+    build code runs in, when the child is about to run it, given the weight the child reported (gate.py). ``keep_envs``: the user's command
     keeps what it builds (pip's cache is on), so the child uses and keeps isolated build environments too
     (the child itself always runs with ``--no-cache-dir``: its wheel goes to pipguard's cache only)."""
     out = work / "wheel"

@@ -524,16 +524,18 @@ class CacheGuard:
         holding.phase("queued")
         with self.budget.child(self.stopping.is_set, size), contextlib.ExitStack() as job:
 
-            def take_job() -> None:
+            def take_job(weight: int | None) -> None:
                 holding.phase("waiting for a job")
-                job.enter_context(self.budget.slot(self.stopping.is_set, size))
+                job.enter_context(self.budget.slot(self.stopping.is_set, size if weight is None else weight))
                 holding.phase("building")
                 self.store.building(plan.key)
 
             holding.phase("preparing")
-            return self._run_build(plan, holding, take_job)
+            wheel = self._run_build(plan, holding, take_job)
+        self._compile_handed_back(plan.work)
+        return wheel
 
-    def _run_build(self, plan: Plan, holding: locks.Holding, take_job: Callable[[], None]) -> Path:
+    def _run_build(self, plan: Plan, holding: locks.Holding, take_job: Callable[[int | None], None]) -> Path:
         """Build in pipguard's child (builds ahead). Silent on stderr unless other processes waited for it,
         as a plain pip build is (a live row on a terminal, which leaves nothing behind)."""
         target = _build_target(plan.source, plan.archive)
@@ -569,6 +571,16 @@ class CacheGuard:
             if most_waiting:
                 info(f"{outcome}; {most_waiting} process{'es' if most_waiting != 1 else ''} waited for it")
         return wheel
+
+    def _compile_handed_back(self, work: Path) -> None:
+        """A kept build environment the child reused uncompiled: compiled here, where the command outlives
+        the child (buildenv.py), if a job is free now: a compile that runs on CPU the builds want is given
+        up when the command ends, its CPU lost (the entry stays as it is for a later reuse). Nothing of it
+        may fail the build."""
+        envs = self.build_envs()
+        if envs is not None and self.budget.job_free():
+            with contextlib.suppress(*MACHINERY_ERRORS):
+                envs.compile_handed_back(work, lambda why: display.warn(f"not keeping the build environment ({why})"))
 
     def _leave(self) -> None:
         """At exit: trim the cache and add this command's counts (Store.wind_up); remove the handoffs this

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pipguard.errors import BuildStopped
 
 POLL_SECONDS = 0.1
-PREPARING_PER_JOB = 2  # children alive per job: while some prepare, others build
+PREPARING_PER_JOB = 3  # children alive per job: while some prepare, others build
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,10 @@ class _Places:
         self._arrivals = itertools.count()
         self._turn = threading.Condition()
 
+    def free(self) -> bool:
+        with self._turn:
+            return self._free > 0 and not self._waiting
+
     @contextlib.contextmanager
     def held(self, stopping: Callable[[], bool], size: int | None) -> Iterator[None]:
         me = (-math.inf if size is None else -float(size), next(self._arrivals))
@@ -168,9 +172,10 @@ class Budget:
     When builds wait for a job (or a child's place), the biggest goes first. Builds ahead are known side by
     side and every one of them is needed, so what decides the command's end is the last build to finish:
     one big build started last runs alone while the other CPUs idle (5 C sdists: msgpack, asked for last,
-    ran 9 s alone after the others). The size of a build is not known before it runs; the archive's size
-    is the measure at hand (a tree or a VCS checkout, whose size is not known, counts as the biggest: it
-    is usually the project being worked on). Builds of equal size go in the order they asked."""
+    ran 9 s alone after the others). The cost of a build is not known before it runs: a job goes by the
+    weight the child reports at its gate (its compiled-language sources, gate.py), a child's place by the
+    archive's size (a tree or a VCS checkout, whose size is not known, counts as the biggest: it is
+    usually the project being worked on). Equal ones go in the order they asked."""
 
     def __init__(self, jobs: int, jobserver: Jobserver | None) -> None:
         self.jobs = jobs
@@ -179,6 +184,10 @@ class Budget:
         self._children = _Places(jobs * PREPARING_PER_JOB)
         self._implicit_free = True  # the token make gave this job: this process's first build runs on it
         self._lock = threading.Lock()
+
+    def job_free(self) -> bool:
+        """Whether a job is free and no build waits for one."""
+        return self._jobs.free()
 
     def child(self, stopping: Callable[[], bool], size: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Hold one child's place (it prepares without a job, then takes one with :meth:`slot`)."""

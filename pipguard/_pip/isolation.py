@@ -27,12 +27,9 @@ of the console and ``--log``: plain pip's parent never asks it about build requi
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -172,57 +169,6 @@ def _not_kept(why: str) -> None:
     _warn_once(f"not keeping the build environment ({why})")
 
 
-def _precompile(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
-    """Compile a kept environment (pip installs build requirements with ``--no-compile``) at its first
-    reuse (buildenv.py says why then): every build that copies it, and each of its hook interpreters,
-    would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode
-    checks its source's size and mtime, which the copies keep; the interpreter that compiles is the one
-    every build of this key runs, isolated (``-I``: ``PYTHONPYCACHEPREFIX`` would put the bytecode
-    elsewhere). It runs at the lowest priority, on CPU the builds leave idle, and is given up (False)
-    when ``ending`` is set."""
-    directories = [str(tree / relative) for relative in lib_paths if (tree / relative).is_dir()]
-    if not directories:
-        return True
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-c", _COMPILE_PROGRAM, *directories],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    with _compiles_lock:
-        if not _compiles:
-            atexit.register(_stop_compiles)
-        _compiles.add(proc)
-    try:
-        while proc.poll() is None:
-            if ending.wait(COMPILE_POLL_SECONDS):
-                proc.kill()
-                return False
-    finally:
-        proc.wait()
-        with _compiles_lock:
-            _compiles.discard(proc)
-    return proc.returncode == 0
-
-
-_compiles: set[subprocess.Popen[bytes]] = set()
-_compiles_lock = threading.Lock()
-
-
-def _stop_compiles() -> None:
-    """At exit (an interrupt, a stop: the command's end was never reached), no compile outlives pipguard."""
-    with _compiles_lock:
-        running = list(_compiles)
-    for proc in running:
-        with contextlib.suppress(OSError):
-            proc.kill()
-        proc.wait()
-
-
-# A module that does not compile (a vendored file for another Python) is skipped, as compileall skips it.
-_COMPILE_PROGRAM = (
-    "import os, sys\nos.nice(19)\nimport compileall\n"
-    "for directory in sys.argv[1:]:\n    compileall.compile_dir(directory, quiet=2, workers=1)\n"
-)
-COMPILE_POLL_SECONDS = 0.05
 
 
 def plan(installer: Any, requirements: list[str], prefix: Any, options: Values | None) -> Plan | None:
@@ -399,7 +345,7 @@ def _reuse(envs: BuildEnvs, planned: Plan, target: Path, lib_paths: list[str], k
         if not agreed:
             continue
         try:
-            copied = envs.use(entry, target, lambda tree, ending: _precompile(tree, lib_paths, ending), _not_kept)
+            copied = envs.use(entry, target, lib_paths, _not_kept)
         except MACHINERY_ERRORS as exc:
             _warn_once(f"not using kept build environments ({type(exc).__name__}: {exc})")
             return False

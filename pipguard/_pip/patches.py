@@ -602,7 +602,7 @@ def _user_agent(original: Callable[[], str], seam: Seam) -> Callable[[], str]:
 
 def _call_hook(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def call_hook(self: Any, hook_name: str, kwargs: Any) -> Any:
-        gate.wait_for_turn()  # a build child's first hook waits for its parent's job (gate.py)
+        gate.wait_for_turn(getattr(self, "source_dir", None))  # a build child's first hook waits for a job (gate.py)
         return original(self, hook_name, kwargs)
 
     return call_hook

@@ -4,6 +4,7 @@ copied into a build; what a build does to its copy stays in its copy."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import threading
@@ -15,6 +16,7 @@ from pipguard import buildenv
 from pipguard.buildenv import BuildEnvs, EnvEntry, Unkeepable
 from pipguard.store import Store
 
+LIB_PATHS = ["lib/python3/site-packages"]
 PINS = [{"name": "helperpkg", "version": "1.0", "specifier": ">=1", "file": "helperpkg-1.0-py3-none-any.whl", "link": "ab" * 32}]
 
 
@@ -36,7 +38,7 @@ def _installed(prefix: Path, executable: str = sys.executable) -> Path:
     return prefix
 
 
-def _compile(tree: Path, ending: threading.Event) -> bool:
+def _compile(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
     """What the seam's compile does to a kept tree, in small: bytecode beside the module."""
     cache = next(tree.rglob("helperpkg")) / "__pycache__"
     cache.mkdir()
@@ -45,7 +47,8 @@ def _compile(tree: Path, ending: threading.Event) -> bool:
 
 
 def _use(envs: BuildEnvs, entry: EnvEntry, prefix: Path, complaints: list[str] | None = None) -> bool:
-    return envs.use(entry, prefix, _compile, (complaints if complaints is not None else []).append)
+    envs.compile_tree = _compile
+    return envs.use(entry, prefix, LIB_PATHS, (complaints if complaints is not None else []).append)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -170,13 +173,49 @@ def test_a_compile_still_running_at_the_commands_end_is_given_up(envs: BuildEnvs
     [entry] = envs.candidates(key)
     started = threading.Event()
 
-    def slow(tree: Path, ending: threading.Event) -> bool:
+    def slow(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
         started.set()
         ending.wait(30)  # as the compile process is stopped once the command ends
         return not ending.is_set()
 
-    assert envs.use(entry, tmp_path / "build", slow, [].append)
+    envs.compile_tree = slow
+    assert envs.use(entry, tmp_path / "build", LIB_PATHS, [].append)
     assert started.wait(10)
     envs.finish()
     [unchanged] = envs.candidates(key)
     assert not unchanged.compiled and list(envs.store.tmp.iterdir()) == []
+
+
+def test_a_build_child_hands_the_compile_to_its_parent_which_compiles_it(
+    envs: BuildEnvs, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gated build child (gate.py) does not compile what it reused: its life ends with its build, which
+    would give the compile up. It leaves the request beside its gate; the parent compiles the entry."""
+    from pipguard import gate
+
+    envs.publish(key, _installed(tmp_path / "made"), PINS)
+    [entry] = envs.candidates(key)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv(gate.VARIABLE, str(work / gate.FIFO_NAME))
+    assert _use(envs, entry, tmp_path / "first")
+    envs.finish()
+    [still] = envs.candidates(key)
+    assert not still.compiled  # the child compiled nothing
+    monkeypatch.delenv(gate.VARIABLE)
+    parent = BuildEnvs(envs.store, timeout=1.0, stopping=lambda: False, awaited=lambda: False)
+    parent.compile_tree = _compile
+    parent.compile_handed_back(work, [].append)
+    parent.finish()
+    [compiled] = parent.candidates(key)
+    assert compiled.compiled and compiled.pins == PINS
+
+
+def test_a_handed_back_compile_for_somewhere_else_is_ignored(envs: BuildEnvs, key: str, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "compile.json").write_text(json.dumps({"directory": str(tmp_path), "key": key, "lib_paths": LIB_PATHS}))
+    envs.compile_tree = _compile
+    envs.compile_handed_back(work, [].append)
+    envs.finish()
+    assert list(tmp_path.glob("**/__pycache__")) == []

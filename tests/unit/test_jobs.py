@@ -241,3 +241,11 @@ def test_children_prepare_beside_the_jobs_and_twice_as_many_are_alive() -> None:
         places.close()
         thread.join(timeout=10)
         assert started.is_set()
+
+
+def test_a_job_is_free_only_while_none_is_taken_or_waited_for() -> None:
+    budget = jobs.Budget(1, None)
+    assert budget.job_free()
+    with budget.slot(lambda: False):
+        assert not budget.job_free()
+    assert budget.job_free()
