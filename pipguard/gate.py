@@ -56,6 +56,9 @@ class Gate:
 
     def __init__(self, work: Path, take_job: Callable[[int | None], None]) -> None:
         self.path = work / FIFO_NAME
+        for stale in (self.path, self.path.with_name(self.path.name + WEIGHT_SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()  # an earlier child's, in a work directory used again
         os.mkfifo(self.path, 0o600)
         self._take_job = take_job
         self.open = False

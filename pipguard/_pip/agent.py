@@ -11,6 +11,7 @@ parent worked out, and works it out itself otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -43,7 +44,13 @@ def work_out_early() -> None:
     its command, and the session pip opens finds the header ready. The same function, in the same process
     and environment: the same header."""
     if _original and not _worked_out:
-        threading.Thread(target=_value, name="pipguard-user-agent", daemon=True).start()
+        threading.Thread(target=_early, name="pipguard-user-agent", daemon=True).start()
+
+
+def _early() -> None:
+    """A failure here is pip's to meet when it asks (as plain pip meets it), not a thread's traceback."""
+    with contextlib.suppress(Exception):
+        _value()
 
 
 def _value() -> str:
