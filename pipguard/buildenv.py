@@ -500,12 +500,12 @@ def _copy_file(
 
 def compile_tree(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
     """Compile a kept environment's ``lib_paths`` (pip installs build requirements with ``--no-compile``)
-    at its first reuse (the module says why then): every build that copies it, and each of its hook interpreters,
-    would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode
-    checks its source's size and mtime, which the copies keep; the interpreter that compiles is the one
-    every build of this key runs, isolated (``-I``: ``PYTHONPYCACHEPREFIX`` would put the bytecode
-    elsewhere). It runs at the lowest priority, on CPU the builds leave idle, and is given up (False)
-    when ``ending`` is set."""
+    at its first reuse (the module says why then): every build that copies it, and each of its hook
+    interpreters, would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``).
+    The bytecode checks its source's size and mtime, which the copies keep; the interpreter that compiles
+    is the one every build of this key runs, isolated (``-I``: ``PYTHONPYCACHEPREFIX`` would put the
+    bytecode elsewhere). It runs at the lowest priority, on CPU the builds leave idle, and is given up
+    (False) when ``ending`` is set."""
     directories = [str(tree / relative) for relative in lib_paths if (tree / relative).is_dir()]
     if not directories:
         return True

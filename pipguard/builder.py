@@ -62,9 +62,10 @@ def build(
 ) -> Path:
     """Build ``target`` (a path or URL) into ``work/wheel`` and return the one wheel it made (in a new
     interpreter inside ``sandbox``, if given: a writer's, sandbox.py). ``take_job`` takes the job the
-    build code runs in, when the child is about to run it, given the weight the child reported (gate.py). ``keep_envs``: the user's command
-    keeps what it builds (pip's cache is on), so the child uses and keeps isolated build environments too
-    (the child itself always runs with ``--no-cache-dir``: its wheel goes to pipguard's cache only)."""
+    build code runs in, when the child is about to run it, given the weight the child reported (gate.py).
+    ``keep_envs``: the user's command keeps what it builds (pip's cache is on), so the child uses and keeps
+    isolated build environments too (the child itself always runs with ``--no-cache-dir``: its wheel goes
+    to pipguard's cache only)."""
     out = work / "wheel"
     out.mkdir(exist_ok=True)
     command = [

@@ -222,8 +222,8 @@ def _copy_built(name: str, metadata_directory: str, wheel_directory: str) -> str
 
     from pip._internal.cli.spinners import open_spinner
 
-    parent = os.path.dirname(metadata_directory)
-    if parent not in _built or not os.path.isfile(os.path.join(parent, marker() or "")):
+    parent, built_marker = os.path.dirname(metadata_directory), marker()
+    if parent not in _built or built_marker is None or not os.path.isfile(os.path.join(parent, built_marker)):
         return None
     wheels = [entry for entry in os.listdir(parent) if entry.endswith(".whl")]
     if len(wheels) != 1:
