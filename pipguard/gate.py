@@ -10,9 +10,10 @@ if need be, biggest build first), and opens the gate.
 The gate is a FIFO in the build's work directory, named to the child in ``PIPGUARD_GATE``. The child
 opens it for reading, without blocking, and waits for a byte; the parent learns that the child waits when
 its own non-blocking open for writing succeeds (it fails with ``ENXIO`` while no reader has it open), and
-opens the gate by writing one byte. A parent that is gone opens it too: its end of the FIFO closes (the
-child reads end of file), or, if it never opened it, the child sees its pid gone. A child whose parent
-cannot gate it (a writer's sandbox runs pip's own runner, which has no gate) gets its job before it starts.
+opens the gate by writing one byte. A parent that is gone opens it too: the child sees its pid gone. A
+parent that closes its end without the byte (it could not take a job: the command stops) does not: the
+child waits on until the parent stops it or is gone. A child whose parent cannot gate it (a writer's
+sandbox runs pip's own runner, which has no gate) gets its job before it starts.
 
 When jobs are scarce, the build with the most to compile goes first: the last build to end decides when
 the command does (jobs.py), and a build's cost shows in its sources better than in its archive (msgpack's
@@ -35,6 +36,7 @@ import errno
 import json
 import os
 import select
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -129,8 +131,14 @@ def wait_for_turn(tree: str | None) -> None:
         while not select.select([fd], [], [], CHECK_PARENT_SECONDS)[0]:
             if not _parent_alive():
                 return
-        with contextlib.suppress(BlockingIOError):
-            os.read(fd, 1)
+        try:
+            opened = os.read(fd, 1)
+        except BlockingIOError:
+            opened = b""
+        while not opened and _parent_alive():
+            # End of file with the parent alive: it closed the gate without opening it (it could not take
+            # a job: the command stops) and is about to stop this child; its build code must not run.
+            time.sleep(CHECK_PARENT_SECONDS)
     finally:
         os.close(fd)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -71,6 +72,11 @@ def test_a_job_that_cannot_be_taken_keeps_the_child_at_the_gate(tmp_path: Path) 
             check.poll()
             time.sleep(0.01)
     assert not check.open and proc.poll() is None
+    # The parent's end is closed now: a child that took end of file for an open gate would print within
+    # this window; one that waits prints nothing.
+    assert proc.stdout is not None
+    assert not select.select([proc.stdout], [], [], 2 * gate.CHECK_PARENT_SECONDS)[0]
+    assert proc.poll() is None
     proc.kill()
     proc.wait(timeout=WAIT_SECONDS)
     assert proc.stdout is not None and proc.stdout.read() == ""
