@@ -92,6 +92,35 @@ def test_two_builds_with_the_same_build_requirements_install_them_once(
         assert result.stderr == ""
 
 
+def test_builds_that_wait_for_an_environment_get_it_compiled_by_the_one_that_makes_it(world: World, site: Site, crew: Crew) -> None:
+    """Two jobs need one environment at once: the one that installs it compiles it before it is kept (its
+    own hooks and the waiter's then import bytecode, where each interpreter would compile setuptools)."""
+    # The build requirement's index page is answered, the first time, once the other job waits for the
+    # environment's lock (later asks of the page are answered at once).
+    page = f"/simple/{HELPER}/"
+    site.index.hold(page, lambda: site.index.hits[page] > 1 or bool(waiting_pids(world)))
+    runs = [
+        crew.start(world.pipguard_cmd(*install_args(world.venv(f"{job}-{name}"), site.index.url, name)), job,
+                   world.another_job(job))
+        for job, name in (("one", "usera"), ("two", "userb"))
+    ]
+    results = [run.wait() for run in runs]
+    for result in results:
+        assert result.returncode == 0, results[0].output + "\n=====\n" + results[1].output
+        assert "Installing build dependencies: finished with status 'done'" in result.stdout
+    assert site.index.held_until_met[page] is True
+    assert site.downloads("1.0") == 1
+    assert _seen_by(world, "usera") == _seen_by(world, "userb") == {"1.0"}
+    hooks = [r for r in read_hooks(world.hook_log) if r["project"] in ("usera", "userb")]
+    assert {r["project"] for r in hooks} == {"usera", "userb"}
+    assert all(r["bytecode"][HELPER] for r in hooks), hooks  # the maker's own hooks, and the waiter's
+    [kept] = world.store.env_entries()
+    assert kept.manifest["compiled"] is True
+    module = next(kept.wheel.rglob(f"{HELPER}/__init__.py"))
+    pycs = list((module.parent / "__pycache__").glob("__init__.*.pyc"))
+    assert len(pycs) == 1 and pycs[0].read_bytes()[8:12] == int(module.stat().st_mtime).to_bytes(4, "little")
+
+
 def test_a_reuse_shows_pips_own_step_and_at_v_says_what_it_reused(world: World, site: Site) -> None:
     _install(world, site, "one", "usera")
     verbose = _install(world, site, "two", "userb", "-v")

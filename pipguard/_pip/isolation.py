@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pip._internal.index.package_finder import PackageFinder
     from pip._internal.models.link import Link
 
+    from pipguard import locks
     from pipguard.buildenv import BuildEnvs, EnvEntry
 
 logger = logging.getLogger("pip._internal.build_env")
@@ -127,7 +128,7 @@ def install(
         asked = _Ask(planned)  # after the quick install: the finder is asked from one thread at a time
         if not quick:
             pip_install()
-        _keep(envs, planned, asked, list(prefix.lib_dirs), target, stack.pop_all())
+        _keep(envs, planned, asked, list(prefix.lib_dirs), lib_paths, target, holding, stack.pop_all())
     return None
 
 
@@ -148,17 +149,20 @@ def _quick_install(planned: Plan, installer: Any, prefix: Any, kind: str) -> boo
 
 
 def _keep(
-    envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], target: Path, held: contextlib.ExitStack
+    envs: BuildEnvs, planned: Plan, asked: _Ask, lib_dirs: list[str], lib_paths: list[str], target: Path,
+    holding: locks.Holding | None, held: contextlib.ExitStack,
 ) -> None:
     """Keep what pip just installed, if the finder picks exactly that, before any build code runs in it;
-    then release ``held`` (the key's lock). Nothing of it may fail the build."""
+    then release ``held`` (the key's lock). Where other builds wait for it, it is compiled first (while
+    the finder is asked, buildenv.py says why). Nothing of it may fail the build."""
     from pipguard.buildenv import Unkeepable
 
     with held:
         try:
+            compiled = holding is not None and bool(holding.waiters()) and envs.compile_new(target, lib_paths)
             found = asked.pins(lib_dirs)
             if found is not None:
-                envs.publish(planned.key, target, found)
+                envs.publish(planned.key, target, found, compiled=compiled)
         except (*MACHINERY_ERRORS, Unkeepable) as exc:
             _not_kept(f"{type(exc).__name__}: {exc}")
         except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
