@@ -30,16 +30,22 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any
 
-# pip's modules a ``pip wheel`` imports before it builds anything (what is imported here is not imported
-# again by each child). Only imports: nothing of pip runs in the server.
+# The modules a build child imports before it builds anything, pip's and pipguard's (what is imported here
+# is not imported again by each child). Then the server does the one thing of pip every child would do
+# first the same way, once (_pip.warm_for_children); nothing else of pip runs in it.
 PRELOAD = (
     "pip._internal.cli.main",
     "pip._internal.commands.wheel",
     "pip._internal.resolution.resolvelib.resolver",
     "pip._internal.operations.prepare",
+    "pip._internal.operations.install.wheel",
+    "pip._internal.metadata.importlib",
     "pip._internal.wheel_builder",
     "pip._internal.network.session",
     "pip._internal.index.package_finder",
+    "pipguard.guard",
+    "pipguard.builder",
+    "pipguard._pip.patches",
 )
 
 # How a build child runs, in a new interpreter (builder.py) or forked here: Ctrl-C and SIGTERM unwind pip
@@ -80,6 +86,11 @@ for name in sys.argv[3:]:
         __import__(name)
     except Exception:
         pass
+try:
+    from pipguard._pip import warm_for_children
+    warm_for_children()
+except Exception:
+    pass
 requests, answers = sys.stdin.buffer, sys.stdout
 
 def answer(message):
