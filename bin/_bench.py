@@ -23,7 +23,8 @@ Scenarios:
 - ``--real``: instead of the above, the real index (PyPI), cold caches and fresh venvs for each scenario and
   tool: ``install --no-deps --no-binary six six``; 5 C sdists (built from source by every tool:
   ``--no-binary`` names them), unpinned, then pinned ``==`` to what pip's finder picks at the start of the
-  run; and N concurrent installs of psutil, each into its own venv. Skipped, with one line, without PyPI.
+  run; and N concurrent installs of psutil, each into its own venv. ``--repeat`` rounds (default 3) of
+  all of them, interleaved; the table shows each tool's medians. Skipped, with one line, without PyPI.
 
 CPU seconds are those of all child processes (pip, builds, backends), from getrusage. uv's column shows
 ``uv pip`` in the same run, for the scenarios it can run (the cold ones): bin/bench installs uv into a venv
@@ -57,6 +58,7 @@ from support.projects import make_project, make_sdist  # noqa: E402
 from support.remote import nginx_binary, openssl_keypair, start_nginx  # noqa: E402
 
 PACKAGE = "cpupkg"
+REAL_ROUNDS = 3  # rounds of the --real scenarios: their ratios are medians
 ONE_INSTALL = ("sidea", "sideb", "sidec", "sided")
 UNPINNED = ("opena", "openb", "openc", "opend")
 TOP, TRANSITIVE = "stack", ("stacka", "stackb", "stackc")
@@ -360,13 +362,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=8, help="concurrent installs (default 8)")
     parser.add_argument("--cpu-seconds", type=float, default=8.0, help="CPU seconds one build burns (default 8)")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each warm scenario (default 5)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs of each warm scenario (default 5); rounds of the --real scenarios (default 3)")
     parser.add_argument("--remote", action="store_true", help="a remote hit against a local build")
     parser.add_argument("--real", action="store_true", help="the real index's scenarios (PyPI), with uv's column")
     parser.add_argument("--uv", default=shutil.which("uv"), help="the uv to compare against (default: uv on PATH)")
     parser.add_argument("--only-one-install", action="store_true",
                         help="run only the one-install scenarios (pinned, unpinned, transitive, build requirement)")
     options = parser.parse_args()
+    if options.repeat is None:
+        options.repeat = REAL_ROUNDS if options.real else 5
     if options.remote:
         return remote_main(options)
     if options.real:
@@ -420,8 +425,8 @@ def _lineup(root: Path, index_url: str, cpu_seconds: float, uv: str | None) -> l
 def _title(name: str, options: argparse.Namespace) -> str:
     import pip
 
-    fixture = "" if options.real else (f", N={options.n}, build = {options.cpu_seconds:g} CPU s, "
-                                       f"repeat={options.repeat}")
+    fixture = (f", median of {options.repeat} rounds" if options.real
+               else f", N={options.n}, build = {options.cpu_seconds:g} CPU s, repeat={options.repeat}")
     return f"{name}: pip {pip.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs{fixture}"
 
 
@@ -476,21 +481,42 @@ def real_main(options: argparse.Namespace) -> int:
         root = Path(tmp)
         pins = finder_pins(root / "pins", C_SDISTS, *no_binary)
         title += f", index {REAL_INDEX}\npinned to what pip's finder picks today: {' '.join(pins)}"
+        scenarios: list[tuple[str, Callable[[Path], dict[str, Measure]]]] = [
+            ("install --no-deps --no-binary six six",
+             lambda at: _install_once(_lineup(at, REAL_INDEX, 0, options.uv), "v", ["six"], "--no-deps", "--no-binary", "six")),
+            (f"{len(C_SDISTS)} C sdists, unpinned",
+             lambda at: _install_once(_lineup(at, REAL_INDEX, 0, options.uv), "v", C_SDISTS, *no_binary)),
+            (f"the same {len(C_SDISTS)}, pinned ==",
+             lambda at: _install_once(_lineup(at, REAL_INDEX, 0, options.uv), "v", pins, *no_binary)),
+            (f"{options.n} processes x {CONCURRENT}, concurrent",
+             lambda at: _install_each(_lineup(at, REAL_INDEX, 0, options.uv), "v", [CONCURRENT] * options.n,
+                                      "--no-binary", CONCURRENT)),
+        ]
+        # Rounds interleaved (every scenario, then the next round), each cold: fresh caches and venvs per run,
+        # so that a slow minute of a shared machine or of the index falls on every tool alike.
+        runs: dict[str, list[dict[str, Measure]]] = {label: [] for label, _ in scenarios}
+        for round_ in range(options.repeat):
+            for i, (label, run) in enumerate(scenarios):
+                runs[label].append(run(root / f"round{round_}" / f"scenario{i}"))
         rows: list[Row] = []
         failures = 0
-        for i, (label, flags, requirements) in enumerate((
-            ("install --no-deps --no-binary six six", ("--no-deps", "--no-binary", "six"), ["six"]),
-            (f"{len(C_SDISTS)} C sdists, unpinned", no_binary, C_SDISTS),
-            (f"the same {len(C_SDISTS)}, pinned ==", no_binary, pins),
-        )):
-            measured = _install_once(_lineup(root / f"one{i}", REAL_INDEX, 0, options.uv), "v", requirements, *flags)
-            rows += _timed_rows(label, measured)
-            failures += _failures(measured)
-        measured = _install_each(_lineup(root / "each", REAL_INDEX, 0, options.uv), "v", [CONCURRENT] * options.n,
-                                 "--no-binary", CONCURRENT)
-        rows += _timed_rows(f"{options.n} processes x {CONCURRENT}, concurrent", measured)
-        failures += _failures(measured)
+        for label, measured in runs.items():
+            rows += _timed_rows(label, _medians(measured))
+            failures += sum(_failures(m) for m in measured)
     return _print(rows, title, options.uv, failures)
+
+
+def _medians(runs: list[dict[str, Measure]]) -> dict[str, Measure]:
+    """Each tool's median wall and CPU seconds over the rounds (builds and failures: the most seen)."""
+    return {
+        tool: Measure(
+            statistics.median(run[tool].wall for run in runs),
+            statistics.median(run[tool].cpu for run in runs),
+            max(run[tool].builds for run in runs),
+            max(run[tool].failures for run in runs),
+        )
+        for tool in runs[0]
+    }
 
 
 def _cold_install(root: Path, index_url: str, cpu_seconds: float, remote: dict[str, str]) -> Measure:

@@ -508,6 +508,12 @@ def _copy_file(
 # --- compiling a kept tree ------------------------------------------------------------------------
 
 
+def not_kept(why: str) -> str:
+    """The warning when a build environment cannot be kept (or its compiled copy made): the build goes on
+    with what pip installed."""
+    return f"not keeping the build environment ({why})"
+
+
 def compile_tree(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
     """Compile a kept environment's ``lib_paths`` (pip installs build requirements with ``--no-compile``)
     at its first reuse (the module says why then): every build that copies it, and each of its hook

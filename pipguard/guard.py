@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipguard import builder, display, jobs, keys, locks, records, sandbox, settings
-from pipguard.buildenv import BuildEnvs
+from pipguard.buildenv import BuildEnvs, not_kept
 from pipguard.display import Progress, info, warn
 from pipguard.errors import MACHINERY_ERRORS, BuildFailed, BuildReport, BuildStopped, CacheUnusable, SourceMismatch
 from pipguard.flocks import try_lock
@@ -580,7 +580,7 @@ class CacheGuard:
         envs = self.build_envs()
         if envs is not None and self.budget.job_free():
             with contextlib.suppress(*MACHINERY_ERRORS):
-                envs.compile_handed_back(work, lambda why: display.warn(f"not keeping the build environment ({why})"))
+                envs.compile_handed_back(work, lambda why: warn(not_kept(why)))
 
     def _leave(self) -> None:
         """At exit: trim the cache and add this command's counts (Store.wind_up); remove the handoffs this

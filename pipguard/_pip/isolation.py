@@ -170,7 +170,9 @@ def _keep(
 
 
 def _not_kept(why: str) -> None:
-    _warn_once(f"not keeping the build environment ({why})")
+    from pipguard.buildenv import not_kept
+
+    _warn_once(not_kept(why))
 
 
 
