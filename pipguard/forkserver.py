@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 # The modules a build child imports before it builds anything, pip's and pipguard's (what is imported here
-# is not imported again by each child). Then the server does the one thing of pip every child would do
-# first the same way, once (_pip.warm_for_children); nothing else of pip runs in it.
+# is not imported again by each child). Then the server does what every child would do first the same way,
+# once (prepare_children); nothing else of pip runs in it.
 PRELOAD = (
     "pip._internal.cli.main",
     "pip._internal.commands.wheel",
@@ -87,8 +87,8 @@ for name in sys.argv[3:]:
     except Exception:
         pass
 try:
-    from pipguard._pip import warm_for_children
-    warm_for_children()
+    from pipguard.forkserver import prepare_children
+    prepare_children()
 except Exception:
     pass
 requests, answers = sys.stdin.buffer, sys.stdout
@@ -134,6 +134,19 @@ while True:
         children.discard(pid)
         answer({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 """
+
+
+def prepare_children() -> None:
+    """In the fork server, before its first fork: what each build child would work out first, and the same
+    way as every other (each keeps it for its process, so its forks find it done): pip's TLS context, and
+    the compilers' ``--version`` lines its build environment's key names (keys.toolchain: two processes
+    per child otherwise, on the way to its first download). A child whose ``CC`` or ``PATH`` differed
+    would ask again: the answers are kept per command and path."""
+    from pipguard import keys
+    from pipguard._pip import warm_for_children
+
+    warm_for_children()
+    keys.toolchain()
 
 
 class Unavailable(Exception):

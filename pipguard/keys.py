@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -157,10 +158,15 @@ def installed_distributions() -> list[str]:
 
 
 def toolchain() -> dict[str, str]:
-    """Each compiler a build would run, by resolved path and the first line of its ``--version``."""
+    """Each compiler a build would run, by resolved path and the first line of its ``--version``. Builds
+    ahead key their sources side by side: one probes, the others wait for its answer."""
     path = os.environ.get("PATH", os.defpath)
     commands = {variable: os.environ.get(variable) or default for variable, default in COMPILERS}
-    return {variable: _compiler(command, path) for variable, command in commands.items()}
+    with _probing:
+        return {variable: _compiler(command, path) for variable, command in commands.items()}
+
+
+_probing = threading.Lock()
 
 
 @functools.cache

@@ -19,8 +19,10 @@ import os, sys
 def run_here(args):
     if args[0] == "prepared":  # what the child finds done before it was forked
         from pip._internal.cli.index_command import _create_truststore_ssl_context
+        from pipguard import keys
         print(sorted(name for name in ("pipguard.guard", "pipguard._pip.patches", "pip._internal.commands.wheel")
-                     if name in sys.modules), _create_truststore_ssl_context.cache_info().currsize)
+                     if name in sys.modules), _create_truststore_ssl_context.cache_info().currsize,
+              keys._compiler.cache_info().currsize == len(keys.COMPILERS))
         return 0
     if args[0] == "wait":  # blocks until the test writes to the fifo (or a signal ends it)
         with open(args[1]) as fifo:
@@ -54,11 +56,12 @@ def test_a_child_runs_run_here_with_its_args_its_files_and_the_servers_environme
 
 
 def test_a_child_finds_pip_and_pipguard_imported_and_pips_tls_context_made(server: ForkServer, tmp_path: Path) -> None:
-    """What every build child would do first, the server did once before it forked (0.1 s of CPU each)."""
+    """What every build child would do first, the server did once before it forked: imports, pip's TLS
+    context, the compilers' ``--version`` lines (0.1 s of CPU and two processes each)."""
     out = tmp_path / "out"
     pid = server.spawn(["prepared"], str(out), str(tmp_path / "err"), server.env, {})
     assert _exit_code(server, pid) == 0, (tmp_path / "err").read_text()
-    assert out.read_text() == "['pip._internal.commands.wheel', 'pipguard._pip.patches', 'pipguard.guard'] 1\n"
+    assert out.read_text() == "['pip._internal.commands.wheel', 'pipguard._pip.patches', 'pipguard.guard'] 1 True\n"
 
 
 def test_a_child_gets_its_own_variables_on_top_of_the_servers_and_the_next_does_not(server: ForkServer, tmp_path: Path) -> None:
