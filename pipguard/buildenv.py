@@ -86,6 +86,12 @@ class Unkeepable(Exception):
     """What pip installed is not a plain tree of files and directories: it is not kept."""
 
 
+def not_kept(why: str) -> str:
+    """The warning when a build environment cannot be kept (or its compiled copy made): the build goes on
+    with what pip installed."""
+    return f"not keeping the build environment ({why})"
+
+
 @dataclass(frozen=True)
 class EnvEntry:
     """One kept environment: its directory and its manifest (already checked to be this key's)."""
@@ -506,12 +512,6 @@ def _copy_file(
 
 
 # --- compiling a kept tree ------------------------------------------------------------------------
-
-
-def not_kept(why: str) -> str:
-    """The warning when a build environment cannot be kept (or its compiled copy made): the build goes on
-    with what pip installed."""
-    return f"not keeping the build environment ({why})"
 
 
 def compile_tree(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
