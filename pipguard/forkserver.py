@@ -4,7 +4,8 @@ Each build ahead runs ``pip wheel`` in a child of its own (builder.py): a new in
 pip before it does anything, 0.4 to 0.6 s of CPU per build, on the cores the builds themselves need.
 This starts one interpreter per command, the *fork server*, with the very environment and working
 directory the children get; it runs pipguard's runner as far as the runner's own imports, imports the
-modules of pip a ``pip wheel`` needs, and then forks a child for each build asked of it. A child is what
+modules of pip and pipguard a build child needs, works out once what each child would first work out the
+same way (:func:`prepare_children`), and then forks a child for each build asked of it. A child is what
 a new interpreter would be at that point: the same interpreter, modules imported from the same files, the
 same environment (a request with any other is refused, and the caller starts a new interpreter).
 
