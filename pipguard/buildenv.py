@@ -186,14 +186,18 @@ class BuildEnvs:
         outlives it (gate.py); what fails there goes to ``complain``."""
         with self.store.pinned(entry.directory) as there:
             if not there:
-                replaced = self._read(entry.directory, entry.manifest["key"])  # by its compiled copy, meanwhile
-                if replaced is None or replaced[1].pins != entry.pins or not replaced[1].compiled:
-                    return False
-                return self.use(replaced[1], prefix, lib_paths, complain)
+                self._await_swap(entry.manifest["key"])
+                replaced = self._compiled_in_place_of(entry)
+                return replaced is not None and self.use(replaced, prefix, lib_paths, complain)
             try:
                 digest = _copy_tree(entry.directory / TREE, prefix, self.store.policy, _shebang_fix(entry.manifest))
                 if digest != entry.manifest["tree_sha256"]:
-                    raise ValueError("its files do not match its manifest")
+                    # Its compiled copy may have taken its place after the caller read it: then what was
+                    # copied is that entry's, and must match that entry's manifest.
+                    replaced = self._compiled_in_place_of(entry)
+                    if replaced is None or digest != replaced.manifest["tree_sha256"]:
+                        raise ValueError("its files do not match its manifest")
+                    entry = replaced
             except (OSError, ValueError, UntrustedCache, Unkeepable) as exc:
                 shutil.rmtree(prefix, ignore_errors=True)
                 if isinstance(exc, FileNotFoundError) and not entry.directory.exists():
@@ -207,6 +211,30 @@ class BuildEnvs:
             if not gate.hand_back(COMPILE_REQUEST, request):
                 self.compile(entry, lib_paths, complain)
         return True
+
+    def _compiled_in_place_of(self, entry: EnvEntry) -> EnvEntry | None:
+        """The compiled copy of ``entry`` that took its place meanwhile (:meth:`_compile`), if that is what
+        its directory holds now."""
+        read = self._read(entry.directory, entry.manifest["key"])
+        if read is None or read[1].pins != entry.pins or not read[1].compiled:
+            return None
+        return read[1]
+
+    def _await_swap(self, key: str) -> None:
+        """An entry found gone may be between the removal of its uncompiled copy and the rename of its
+        compiled one into the same place (:meth:`publish`); the process doing that holds the key's compile
+        lock until the rename is done (:meth:`_compile`). Wait for that lock, at most ``SWAP_SECONDS``, so
+        that a copy made meanwhile takes the compiled entry instead of falling back to pip's install."""
+        try:
+            fd = os.open(self.store.lock_path(f"{key}.compile"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return  # never compiled: nothing is being swapped
+        try:
+            deadline = time.monotonic() + SWAP_SECONDS
+            while not try_lock(fd) and time.monotonic() < deadline and not self._stopping():
+                time.sleep(SWAP_POLL_SECONDS)
+        finally:
+            os.close(fd)
 
     def compile_new(self, prefix: Path, lib_paths: list[str]) -> bool:
         """Compile the environment pip just installed into ``prefix``, in place, before it is kept: other
@@ -515,13 +543,13 @@ def _copy_file(
 
 
 def compile_tree(tree: Path, lib_paths: list[str], ending: threading.Event) -> bool:
-    """Compile a kept environment's ``lib_paths`` (pip installs build requirements with ``--no-compile``)
-    at its first reuse (the module says why then): every build that copies it, and each of its hook
-    interpreters, would otherwise compile setuptools again (each time, under ``PYTHONDONTWRITEBYTECODE``).
-    The bytecode checks its source's size and mtime, which the copies keep; the interpreter that compiles
-    is the one every build of this key runs, isolated (``-I``: ``PYTHONPYCACHEPREFIX`` would put the
-    bytecode elsewhere). It runs at the lowest priority, on CPU the builds leave idle, and is given up
-    (False) when ``ending`` is set."""
+    """Compile an environment's ``lib_paths`` (pip installs build requirements with ``--no-compile``):
+    a new one that other builds wait for, or a kept one at its first reuse (the module says when and why):
+    every build that copies it, and each of its hook interpreters, would otherwise compile setuptools again
+    (each time, under ``PYTHONDONTWRITEBYTECODE``). The bytecode checks its source's size and mtime, which
+    the copies keep; the interpreter that compiles is the one every build of this key runs, isolated
+    (``-I``: ``PYTHONPYCACHEPREFIX`` would put the bytecode elsewhere). It runs at the lowest priority, so
+    that the builds' own work goes first, and is given up (False) when ``ending`` is set."""
     directories = [str(tree / relative) for relative in lib_paths if (tree / relative).is_dir()]
     if not directories:
         return True

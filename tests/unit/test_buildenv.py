@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_an_environment_kept_once_is_copied_whole_into_each_build(envs: BuildEnv
 
 def test_what_a_build_does_to_its_copy_stays_in_it(envs: BuildEnvs, key: str, tmp_path: Path) -> None:
     made = _installed(tmp_path / "made")
-    envs.publish(key, made, PINS)
+    envs.publish(key, made, PINS, compiled=True)  # no compile of its first reuse takes its place meanwhile
     [entry] = envs.candidates(key)
     first, second = tmp_path / "first", tmp_path / "second"
     assert _use(envs, entry, first)
@@ -145,6 +146,45 @@ def test_the_first_reuse_compiles_the_entry_and_puts_it_in_its_place(envs: Build
     assert _tree(tmp_path / "second") == {**_tree(made), "lib/python3/site-packages/helperpkg/__pycache__/__init__.pyc": b"bytecode"}
     [still] = envs.candidates(key)
     assert still.manifest["created"] == compiled.manifest["created"] and len(envs.store.env_entries()) == 1
+
+
+def test_a_copy_made_while_the_compiled_entry_takes_the_place_of_the_old_one_gets_the_compiled_one(
+    envs: BuildEnvs, key: str, tmp_path: Path
+) -> None:
+    """Between the removal of the uncompiled entry and the rename of the compiled one, the entry is gone;
+    a build copying it then waits for the swap (its compiler holds the key's compile lock) instead of
+    falling back to pip's install."""
+    envs.publish(key, _installed(tmp_path / "made"), PINS)
+    [entry] = envs.candidates(key)
+    swapping = os.open(envs.store.lock_path(f"{key}.compile"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(swapping, fcntl.LOCK_EX)  # as _compile holds it until its rename is done
+    shutil.rmtree(entry.directory)  # the uncompiled entry is removed: the compiled one is not there yet
+    used: list[bool] = []
+    build = threading.Thread(target=lambda: used.append(_use(envs, entry, tmp_path / "build")))
+    build.start()
+    compiled_tree = _installed(tmp_path / "compiled")
+    _compile(compiled_tree, LIB_PATHS, threading.Event())
+    envs.publish(key, compiled_tree, PINS, compiled=True)
+    os.close(swapping)
+    build.join(30)
+    assert used == [True]
+    assert "lib/python3/site-packages/helperpkg/__pycache__/__init__.pyc" in _tree(tmp_path / "build")
+
+
+def test_a_copy_of_an_entry_its_compiled_copy_replaced_since_it_was_read_takes_the_compiled_one(
+    envs: BuildEnvs, key: str, tmp_path: Path
+) -> None:
+    """The caller read the uncompiled entry; its compiled copy took the place before the copy began: what
+    is copied is checked against the manifest now there, and the compiled entry is not set aside."""
+    envs.publish(key, _installed(tmp_path / "made"), PINS)
+    [entry] = envs.candidates(key)
+    compiled_tree = _installed(tmp_path / "compiled")
+    _compile(compiled_tree, LIB_PATHS, threading.Event())
+    envs.publish(key, compiled_tree, PINS, compiled=True, replacing=entry)
+    assert _use(envs, entry, tmp_path / "build")
+    assert "lib/python3/site-packages/helperpkg/__pycache__/__init__.pyc" in _tree(tmp_path / "build")
+    [kept] = envs.candidates(key)
+    assert kept.compiled and kept.directory == entry.directory
 
 
 def test_an_entry_another_process_is_copying_is_not_replaced(
