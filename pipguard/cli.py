@@ -25,6 +25,9 @@ GUARD_HELP_LINE = "  guard                       pipguard's own: lock status, it
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    named = target.named_up_front(args)
+    if named is not None:
+        target.exec_under(named, args)
     options, rest = _with_guard_in_help(lambda: _pip.parse_general(args))  # ``-h`` exits here
     if rest == ["guard", "--version"]:  # pipguard's own line alone, for the environment it would serve
         options.version = True

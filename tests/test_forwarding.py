@@ -157,6 +157,19 @@ def test_virtual_env_is_the_target_without_python_option(world: World, dists: Di
     assert listed == {"alpha"}
 
 
+def test_python_option_up_front_is_read_as_pips_parser_reads_it(world: World, tmp_path: Path) -> None:
+    """`--python X SUBCOMMAND` is read without pip's parser; what that reading does not find, and `guard`
+    after it, go the way pip's parser sends them: a path pip cannot find fails in pip's own words, and
+    `--python VENV guard --version` is pipguard's line for that environment."""
+    args = ("--python", str(tmp_path / "nowhere"), "list")
+    plain, guarded = world.pip(*args), world.pipguard(*args)
+    assert plain.returncode != 0 and "Could not locate Python interpreter" in plain.stderr
+    _same(plain, guarded)
+    venv = world.venv("v")
+    version = world.pipguard("--python", str(venv), "guard", "--version")
+    assert version.returncode == 0 and version.stdout.startswith("pipguard ") and str(venv) in version.stdout, version.output
+
+
 def test_python_option_after_the_subcommand_fails_like_pip(world: World) -> None:
     venv = world.venv("v")
     args = ("install", "--python", str(venv), "alpha")
