@@ -8,8 +8,9 @@ runs plain pip.
 Modules: ``patches`` (the table of patch points, attach and detach), ``describe`` (pip's objects turned
 into pipguard's plain ``Source``), ``failure`` (a failed build reported in pip's own words),
 ``isolation`` and ``quick_install`` (build environments kept, and installed without a second pip where
-that is plainly the same), ``metadata`` and ``warm_hooks`` (an sdist's metadata from its build, in an
-interpreter started while the hook before it ran). This module
+that is plainly the same), ``agent`` and ``tls`` (pip's header and TLS context, worked out while pip
+parses), ``metadata`` and ``warm_hooks`` (an sdist's metadata from its build, in an interpreter started
+while the hook before it ran). This module
 holds the small read-only helpers the rest of pipguard uses (version, parser, interpreter, tags, main).
 """
 

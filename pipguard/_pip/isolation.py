@@ -28,6 +28,7 @@ of the console and ``--log``: plain pip's parent never asks it about build requi
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from pip._internal.models.link import Link
 
     from pipguard import locks
-    from pipguard.buildenv import BuildEnvs, EnvEntry
+    from pipguard.buildenv import BuildEnvs, EnvEntry, Recorded
 
 logger = logging.getLogger("pip._internal.build_env")
 
@@ -66,6 +67,8 @@ INHERITED_VARIABLES = ("_PIP_IN_BUILD_IGNORE_CONSTRAINTS",)
 _warned: list[str] = []
 _warning = threading.Lock()
 _silenced: set[int] = set()  # threads whose log records pip's handlers drop (see _unlogged)
+_keeping: list[threading.Thread] = []  # environments being kept while their builds run (_keep_meanwhile)
+_unkept: list[str] = []  # why one of those could not be kept, said at the command's end
 
 
 @dataclass(frozen=True)
@@ -155,18 +158,67 @@ def _keep(
     """Keep what pip just installed, if the finder picks exactly that, before any build code runs in it;
     then release ``held`` (the key's lock). Where other builds wait for it, it is compiled first (while
     the finder is asked, buildenv.py says why). Nothing of it may fail the build."""
-    from pipguard.buildenv import Unkeepable
+    from pipguard.buildenv import Unkeepable, recorded_tree
 
     with held:
         try:
             compiled = holding is not None and bool(holding.waiters()) and envs.compile_new(target, lib_paths)
             found = asked.pins(lib_dirs)
-            if found is not None:
-                envs.publish(planned.key, target, found, compiled=compiled)
+            if found is None:
+                return
+            recorded = None if compiled else recorded_tree(target, lib_paths)
+            if recorded is not None:
+                _keep_meanwhile(envs, planned.key, target, found, recorded, held.pop_all())
+                return
+            envs.publish(planned.key, target, found, compiled=compiled)
         except (*MACHINERY_ERRORS, Unkeepable) as exc:
             _not_kept(f"{type(exc).__name__}: {exc}")
         except Exception:  # noqa: BLE001 - the finder's own failure: nothing is kept, pip's install stands
             pass
+
+
+def _keep_meanwhile(
+    envs: BuildEnvs, key: str, target: Path, found: list[dict[str, str]], recorded: Recorded, held: contextlib.ExitStack
+) -> None:
+    """Keep the environment in a thread while the build's first hook runs in it, from what ``recorded``
+    says pip installed (buildenv.recorded_tree); ``held`` (the key's lock) is released once it is kept. A
+    hook that changed those files meanwhile leaves it unkept, unsaid: the next build that needs it installs
+    and keeps it. What fails in the cache itself is said at the command's end (:func:`settle`)."""
+    from pipguard.buildenv import Unkeepable
+
+    def keep() -> None:
+        with held:
+            try:
+                envs.publish(key, target, found, recorded=recorded)
+            except (*MACHINERY_ERRORS, Unkeepable, ValueError) as exc:
+                if not _changed_by_build(exc, target):
+                    _unkept.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(keep,), name="pipguard-keep-build-env", daemon=True)
+    thread.start()
+    _keeping.append(thread)
+
+
+def _changed_by_build(exc: BaseException, target: Path) -> bool:
+    """Whether a failure to keep an environment came from its tree, which its build may change, rather than
+    from the cache."""
+    from pipguard.buildenv import Unkeepable
+
+    if isinstance(exc, (Unkeepable, ValueError)):
+        return True
+    filename = getattr(exc, "filename", None)
+    return isinstance(filename, str) and os.path.commonpath([filename, str(target)]) == str(target)
+
+
+def settle(report: bool = True) -> None:
+    """Wait for the environments still being kept (their copies take tens of milliseconds); ``report``: say
+    what failed in the cache. Before a build's hooks after its first (which overlaps the copy), so that
+    what ``build_wheel`` writes into its environment is never there when it is kept; and at the command's
+    end, before pip removes its build environments."""
+    while _keeping:
+        _keeping.pop().join()
+    while report and _unkept:
+        _not_kept(_unkept.pop(0))
 
 
 def _not_kept(why: str) -> None:

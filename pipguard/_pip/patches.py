@@ -48,8 +48,11 @@ The patch points, all in pip's install and wheel commands and their resolver:
   requirements (warm_hooks.py).
 - ``network.session.user_agent``: worked out once per command, and handed to pipguard's children of the
   same interpreter, which send the very same header (agent.py).
+- ``cli.index_command._create_truststore_ssl_context``: pip's TLS context, made in a thread while pip
+  parses its command (tls.py).
 - ``pyproject_hooks.BuildBackendHookCaller._call_hook`` (pip's vendored hook library, every hook goes
-  through it): in a build child, the first hook waits for the job its parent takes for it (gate.py).
+  through it): in a build child, the first hook waits for the job its parent takes for it (gate.py); a
+  hook after the first waits for its environment to be kept (isolation.py).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipguard import display, gate
-from pipguard._pip import agent, build_deps, describe, failure, isolation, metadata, replay, warm_hooks
+from pipguard._pip import agent, build_deps, describe, failure, isolation, metadata, replay, tls, warm_hooks
 from pipguard.ahead import Ahead
 from pipguard.errors import (
     MACHINERY_ERRORS,
@@ -380,6 +383,7 @@ def _command_run(name: str) -> Callable[[Callable[..., int], Seam], Callable[...
                     return status
                 finally:
                     warm_hooks.discard_all()
+                    isolation.settle()  # before pip removes the build environments being kept
                     seam.release_all()
                     seam.finish_ahead(failed)
                     seam.exit_stack = None
@@ -600,9 +604,15 @@ def _user_agent(original: Callable[[], str], seam: Seam) -> Callable[[], str]:
     return agent.user_agent(original)
 
 
+def _tls_context(original: Callable[[], Any], seam: Seam) -> Callable[[], Any]:
+    return tls.context(original)
+
+
 def _call_hook(original: Callable[..., Any], seam: Seam) -> Callable[..., Any]:
     def call_hook(self: Any, hook_name: str, kwargs: Any) -> Any:
         gate.wait_for_turn(getattr(self, "source_dir", None))  # a build child's first hook waits for a job (gate.py)
+        if hook_name != warm_hooks.FIRST_HOOK:
+            isolation.settle(report=False)  # its environment is kept before this hook can write into it
         return original(self, hook_name, kwargs)
 
     return call_hook
@@ -684,6 +694,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(_INTERNAL + "operations.prepare:RequirementPreparer._log_preparing_link", _log_preparing_link),
     Patch(_INTERNAL + "commands.install:build", _build_step),
     Patch(_INTERNAL + "commands.wheel:build", _build_step),
+    Patch(_INTERNAL + "cli.index_command:_create_truststore_ssl_context", _tls_context),
     Patch(_INTERNAL + "wheel_builder:_build_one", _build_one),
     Patch(_INTERNAL + "resolution.resolvelib.candidates:LinkCandidate.__init__", _candidate_init),
     Patch(_INTERNAL + "resolution.resolvelib.provider:PipProvider.get_dependencies", _get_dependencies),
@@ -723,8 +734,8 @@ def run_pip(
     opens_session: bool = False,
 ) -> int:
     """pip's main in this process; with ``make_guard``, install and wheel go through the seam (its
-    ``patches``). ``opens_session``: the command talks to the index (install, wheel), so pip's header is
-    worked out meanwhile (agent.py)."""
+    ``patches``). ``opens_session``: the command talks to the index (install, wheel), so pip's header and
+    TLS context are worked out meanwhile (agent.py, tls.py)."""
     from pipguard._pip import main
 
     if make_guard is not None:
@@ -735,6 +746,7 @@ def run_pip(
         else:
             if opens_session:
                 agent.work_out_early()
+                tls.make_early()
     return main(args)
 
 

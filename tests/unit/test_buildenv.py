@@ -259,3 +259,79 @@ def test_a_handed_back_compile_for_somewhere_else_is_ignored(envs: BuildEnvs, ke
     envs.compile_handed_back(work, [].append)
     envs.finish()
     assert list(tmp_path.glob("**/__pycache__")) == []
+
+
+# --- kept while the first hook runs: what pip's RECORD files say it installed, and only that ---------------
+
+
+def _with_record(prefix: Path, algorithm: str = "sha256") -> Path:
+    """:func:`_installed`, with the dist-info and RECORD pip's install writes (the script listed from the
+    library directory, as pip lists it)."""
+    import base64
+    import hashlib
+
+    _installed(prefix)
+    site = prefix / "lib" / "python3" / "site-packages"
+    info = site / "helperpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: helperpkg\nVersion: 1.0\n")
+    rows = []
+    for path in [site / "helperpkg" / "__init__.py", info / "METADATA", prefix / "bin" / "helper"]:
+        digest = base64.urlsafe_b64encode(hashlib.new(algorithm, path.read_bytes()).digest()).rstrip(b"=").decode()
+        rows.append(f"{os.path.relpath(path, site)},{algorithm}={digest},{path.stat().st_size}")
+    rows.append("helperpkg-1.0.dist-info/RECORD,,")
+    (info / "RECORD").write_text("\n".join(rows) + "\n")
+    return prefix
+
+
+def test_an_environment_kept_while_its_first_hook_runs_is_what_pip_installed_without_what_the_hook_added(
+    envs: BuildEnvs, key: str, tmp_path: Path
+) -> None:
+    made = _with_record(tmp_path / "made")
+    as_installed = _tree(made)
+    recorded = buildenv.recorded_tree(made, LIB_PATHS)
+    assert recorded is not None
+    package = made / "lib" / "python3" / "site-packages" / "helperpkg"
+    (package / "__pycache__").mkdir()  # what the hook's interpreter writes beside what pip installed
+    (package / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"bytecode")
+    (made / "bin" / "dropped").write_text("")
+    envs.publish(key, made, PINS, recorded=recorded)
+    [entry] = envs.candidates(key)
+    assert _tree(entry.directory / "tree") == as_installed
+    assert not (entry.directory / "tree" / "lib" / "python3" / "site-packages" / "helperpkg" / "__pycache__").exists()
+    assert _use(envs, entry, tmp_path / "build")  # its digest is that of what was kept
+    assert _tree(tmp_path / "build") == as_installed
+
+
+@pytest.mark.parametrize("change", ["rewritten", "removed", "made executable", "made a directory"])
+def test_an_environment_its_first_hook_changed_before_it_was_copied_is_not_kept(
+    envs: BuildEnvs, key: str, tmp_path: Path, change: str
+) -> None:
+    made = _with_record(tmp_path / "made")
+    recorded = buildenv.recorded_tree(made, LIB_PATHS)
+    assert recorded is not None
+    module = made / "lib" / "python3" / "site-packages" / "helperpkg" / "__init__.py"
+    if change == "rewritten":
+        with open(module, "r+") as handle:  # in place, same size
+            handle.write("VERSION = '6.6'\n")
+    elif change == "removed":
+        module.unlink()
+    elif change == "made executable":
+        module.chmod(0o755)
+    else:
+        module.unlink()
+        module.mkdir()
+    with pytest.raises(Unkeepable):
+        envs.publish(key, made, PINS, recorded=recorded)
+    assert envs.candidates(key) == [] and list(envs.store.tmp.iterdir()) == []
+
+
+def test_a_tree_that_is_not_all_recorded_with_sha256_is_copied_before_the_build_as_it_stands(tmp_path: Path) -> None:
+    assert buildenv.recorded_tree(_with_record(tmp_path / "md5", algorithm="md5"), LIB_PATHS) is None
+    unrecorded = _with_record(tmp_path / "unrecorded")
+    (unrecorded / "lib" / "python3" / "site-packages" / "stray.py").write_text("")
+    assert buildenv.recorded_tree(unrecorded, LIB_PATHS) is None
+    missing = _with_record(tmp_path / "missing")
+    (missing / "bin" / "helper").unlink()
+    assert buildenv.recorded_tree(missing, LIB_PATHS) is None
+    assert buildenv.recorded_tree(_installed(tmp_path / "no-record"), LIB_PATHS) is None
