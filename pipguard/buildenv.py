@@ -496,6 +496,13 @@ def _read_record(prefix: Path, lib: str, record: str) -> dict[str, str] | None:
     content = trust.read_regular(prefix / record, RECORD_LIMIT)
     if len(content) >= RECORD_LIMIT:
         return None
+    try:
+        return _recorded_hashes(record, lib, content)
+    except (ValueError, csv.Error):  # not UTF-8, not CSV, not base64: not a RECORD this can check against
+        return None
+
+
+def _recorded_hashes(record: str, lib: str, content: bytes) -> dict[str, str] | None:
     listed = {record: hashlib.sha256(content).hexdigest()}
     for row in csv.reader(io.StringIO(content.decode("utf-8"))):
         if not row:

@@ -335,3 +335,6 @@ def test_a_tree_that_is_not_all_recorded_with_sha256_is_copied_before_the_build_
     (missing / "bin" / "helper").unlink()
     assert buildenv.recorded_tree(missing, LIB_PATHS) is None
     assert buildenv.recorded_tree(_installed(tmp_path / "no-record"), LIB_PATHS) is None
+    garbled = _with_record(tmp_path / "garbled")
+    (garbled / "lib" / "python3" / "site-packages" / "helperpkg-1.0.dist-info" / "RECORD").write_bytes(b"\xff\xfe,sha256=!!,1\n")
+    assert buildenv.recorded_tree(garbled, LIB_PATHS) is None
