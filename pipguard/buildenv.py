@@ -454,7 +454,7 @@ def recorded_tree(prefix: Path, lib_paths: list[str]) -> Recorded | None:
     """The tree at ``prefix``, if every file in it is one a RECORD file of its distributions names with a
     hash (or such a RECORD file): then it may be kept while a build already runs there, since each file it
     copies is checked against that hash (:func:`_snapshot`), and what the build adds is passed over. None
-    for anything else, which is kept before the build starts, as now.
+    for anything else, which is copied before the build starts, whole (``publish`` without ``recorded``).
 
     Walking the tree and reading its RECORD files is a few milliseconds; copying it is 35 to 120 ms here
     (file creation), which no longer delays the build's first hook."""
